@@ -1,0 +1,2 @@
+/* libcurl as the system installs it (Debian: libcurl4-openssl-dev). */
+#include <curl/curl.h>

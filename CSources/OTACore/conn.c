@@ -1,0 +1,461 @@
+/*
+ * conn.c - one device's session: handshake, attestation certificate, image, ending.
+ *
+ * The backend only ever says "done", "want read" or "want write"; this file owns the waiting,
+ * and every wait has a deadline and watches the cancel source. How a session ends is the part
+ * the field devices are sensitive to: their TLS read reports close_notify and a plain FIN
+ * alike as "image complete", so only a finished transfer may end with either; anything else
+ * ends with a reset.
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ota_internal.h"
+#include "tls_backend.h"
+
+/* The plaintext block size for transfers: one full TLS record. */
+#define OTA_TRANSFER_BLOCK 16384
+
+/* How long a refusal may spend writing its close_notify. */
+#define OTA_REFUSE_WRITE_MS 1000
+
+/* The most the agent discards while waiting for the device to close. */
+#define OTA_FINISH_DRAIN_LIMIT (1024 * 1024)
+
+struct ota_conn {
+    int fd;
+    const ota_cancel *cancel;
+    struct ota_tls_session *session;
+    uint8_t *transfer_buffer;
+    const char *transfer_path;
+    char detail[OTA_DETAIL_SIZE];
+};
+
+ota_conn *
+ota_conn_new(const ota_server_config *config, int fd, const ota_cancel *cancel)
+{
+    if (config == NULL || fd < 0) {
+        ota_socket_reset(fd);
+        return NULL;
+    }
+
+    ota_conn *conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        ota_socket_reset(fd);
+        return NULL;
+    }
+    conn->fd = fd;
+    conn->cancel = cancel;
+    conn->transfer_path = "";
+
+    conn->session = ota_tls_session_new(ota_server_config_credentials(config), fd, conn->detail,
+                                        sizeof(conn->detail));
+    if (conn->session == NULL) {
+        ota_conn_free(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+/* Describes why a wait ended, naming the phase. */
+static int
+ota_conn_wait_failed(ota_conn *conn, int status, const char *phase)
+{
+    if (status == OTA_ERR_TIMEOUT) {
+        ota_detail_set(conn->detail, sizeof(conn->detail), "%s: deadline passed", phase);
+    } else if (status == OTA_ERR_CANCELLED) {
+        ota_detail_set(conn->detail, sizeof(conn->detail), "%s: cancelled", phase);
+    } else {
+        ota_detail_set(conn->detail, sizeof(conn->detail), "%s: poll: %s", phase,
+                       strerror(errno));
+    }
+    return status;
+}
+
+/* Turns a backend WANT into a readiness wait; returns OTA_OK when the call should be retried. */
+static int
+ota_conn_wait_for(ota_conn *conn, int want, int64_t deadline, int64_t second_deadline,
+                  const char *phase)
+{
+    int what = want == OTA_TLS_WANT_WRITE ? OTA_WAIT_WRITE : OTA_WAIT_READ;
+    int status = ota_wait_fd(conn->fd, what, deadline, second_deadline, conn->cancel);
+    if (status != OTA_OK) {
+        return ota_conn_wait_failed(conn, status, phase);
+    }
+    return OTA_OK;
+}
+
+int
+ota_conn_handshake(ota_conn *conn, int timeout_ms)
+{
+    if (conn == NULL || conn->session == NULL) {
+        return OTA_ERR_USAGE;
+    }
+
+    int64_t deadline = ota_deadline_after(timeout_ms);
+    for (;;) {
+        struct ota_sigpipe_state sigpipe;
+        ota_sigpipe_block(&sigpipe);
+        int result = ota_tls_session_handshake(conn->session, conn->detail,
+                                               sizeof(conn->detail));
+        ota_sigpipe_restore(&sigpipe);
+        if (result == OTA_TLS_DONE || result < 0) {
+            return result;
+        }
+
+        int status = ota_conn_wait_for(conn, result, deadline, INT64_MAX, "handshake");
+        if (status != OTA_OK) {
+            return status;
+        }
+    }
+}
+
+const char *
+ota_conn_protocol(const ota_conn *conn)
+{
+    return conn == NULL || conn->session == NULL ? "" : ota_tls_session_protocol(conn->session);
+}
+
+const char *
+ota_conn_cipher(const ota_conn *conn)
+{
+    return conn == NULL || conn->session == NULL ? "" : ota_tls_session_cipher(conn->session);
+}
+
+/* Reads between 1 and `capacity` bytes of application data before `deadline`. */
+static int
+ota_conn_read_some(ota_conn *conn, uint8_t *buffer, size_t capacity, size_t *received,
+                   int64_t deadline, const char *phase)
+{
+    for (;;) {
+        struct ota_sigpipe_state sigpipe;
+        ota_sigpipe_block(&sigpipe);
+        int result = ota_tls_session_read(conn->session, buffer, capacity, received,
+                                          conn->detail, sizeof(conn->detail));
+        ota_sigpipe_restore(&sigpipe);
+        if (result == OTA_TLS_DONE || result < 0) {
+            return result;
+        }
+
+        int status = ota_conn_wait_for(conn, result, deadline, INT64_MAX, phase);
+        if (status != OTA_OK) {
+            return status;
+        }
+    }
+}
+
+/* After a complete certificate: anything already sent behind it is a protocol error. */
+static int
+ota_conn_check_nothing_follows(ota_conn *conn)
+{
+    uint8_t probe[1];
+    size_t received = 0;
+    struct ota_sigpipe_state sigpipe;
+    ota_sigpipe_block(&sigpipe);
+    int result = ota_tls_session_read(conn->session, probe, sizeof(probe), &received,
+                                      conn->detail, sizeof(conn->detail));
+    ota_sigpipe_restore(&sigpipe);
+
+    if (result == OTA_TLS_DONE) {
+        ota_detail_set(conn->detail, sizeof(conn->detail),
+                       "certificate: bytes follow the certificate");
+        return OTA_ERR_PROTOCOL;
+    }
+    if (result == OTA_ERR_CLOSED) {
+        ota_detail_set(conn->detail, sizeof(conn->detail),
+                       "certificate: device closed right after its certificate");
+        return OTA_ERR_CLOSED;
+    }
+    return result < 0 ? result : OTA_OK;
+}
+
+int
+ota_conn_read_certificate(ota_conn *conn, uint8_t *buffer, size_t max_length, size_t *length,
+                          int timeout_ms)
+{
+    if (conn == NULL || conn->session == NULL || buffer == NULL || length == NULL) {
+        return OTA_ERR_USAGE;
+    }
+    if (max_length > OTA_DER_MAX_LENGTH) {
+        max_length = OTA_DER_MAX_LENGTH;
+    }
+
+    int64_t deadline = ota_deadline_after(timeout_ms);
+    size_t filled = 0;
+    *length = 0;
+    for (;;) {
+        size_t needed = 0;
+        const char *reason = NULL;
+        ota_der_state state = ota_der_frame(buffer, filled, max_length, &needed, &reason);
+        if (state == OTA_DER_INVALID) {
+            ota_detail_set(conn->detail, sizeof(conn->detail), "certificate: %s", reason);
+            return OTA_ERR_PROTOCOL;
+        }
+        if (state == OTA_DER_COMPLETE) {
+            *length = filled;
+            return ota_conn_check_nothing_follows(conn);
+        }
+
+        /* Read no further than the framing asks, so a trailing byte stays visible. */
+        size_t received = 0;
+        int status = ota_conn_read_some(conn, buffer + filled, needed - filled, &received,
+                                        deadline, "certificate");
+        if (status == OTA_ERR_CLOSED) {
+            ota_detail_set(conn->detail, sizeof(conn->detail),
+                           "certificate: device closed after %zu bytes", filled);
+        }
+        if (status != OTA_OK) {
+            return status;
+        }
+        filled += received;
+    }
+}
+
+/* Writes one block in full, waiting for the device within the transfer's deadlines. */
+static int
+ota_conn_write_block(ota_conn *conn, const uint8_t *block, size_t length,
+                     const ota_transfer_limits *limits, int64_t total_deadline)
+{
+    size_t done = 0;
+    while (done < length) {
+        size_t written = 0;
+        struct ota_sigpipe_state sigpipe;
+        ota_sigpipe_block(&sigpipe);
+        int result = ota_tls_session_write(conn->session, block + done, length - done,
+                                           &written, conn->detail, sizeof(conn->detail));
+        ota_sigpipe_restore(&sigpipe);
+        if (result < 0) {
+            return result;
+        }
+        if (result == OTA_TLS_DONE) {
+            done += written;
+            continue;
+        }
+
+        int64_t stall_deadline = ota_deadline_after(limits->stall_timeout_ms);
+        int status = ota_conn_wait_for(conn, result, stall_deadline, total_deadline, "transfer");
+        if (status == OTA_ERR_TIMEOUT) {
+            int whole = ota_now_ms() >= total_deadline;
+            ota_detail_set(conn->detail, sizeof(conn->detail), "transfer: %s",
+                           whole ? "whole-transfer deadline passed"
+                                 : "device stopped reading (stall deadline passed)");
+        }
+        if (status != OTA_OK) {
+            return status;
+        }
+    }
+    return OTA_OK;
+}
+
+/* The fallback path: pread into one fixed buffer, written as full TLS records. */
+static int
+ota_conn_send_by_pread(ota_conn *conn, const ota_image *image, const ota_transfer_limits *limits,
+                       ota_progress_fn progress, void *progress_context, uint64_t *bytes_sent)
+{
+    int64_t total_deadline = ota_deadline_after(limits->total_timeout_ms);
+    uint64_t size = ota_image_size(image);
+    size_t block = ota_tls_session_max_record(conn->session);
+    if (block == 0 || block > OTA_TRANSFER_BLOCK) {
+        block = OTA_TRANSFER_BLOCK;
+    }
+
+    conn->transfer_path = "pread";
+    for (uint64_t offset = 0; offset < size;) {
+        size_t length = size - offset < block ? (size_t)(size - offset) : block;
+        int status = ota_image_read_at(image, conn->transfer_buffer, length, offset);
+        if (status != OTA_OK) {
+            ota_detail_set(conn->detail, sizeof(conn->detail), "transfer: image %s at %llu",
+                           status == OTA_ERR_CHANGED ? "shrank" : "read failed",
+                           (unsigned long long)offset);
+            return status;
+        }
+
+        status = ota_conn_write_block(conn, conn->transfer_buffer, length, limits,
+                                      total_deadline);
+        if (status != OTA_OK) {
+            return status;
+        }
+        offset += length;
+        *bytes_sent = offset;
+        if (progress != NULL) {
+            progress(progress_context, offset, size);
+        }
+    }
+    return OTA_OK;
+}
+
+int
+ota_conn_send_image(ota_conn *conn, const ota_image *image, const ota_transfer_limits *limits,
+                    ota_progress_fn progress, void *progress_context, uint64_t *bytes_sent)
+{
+    uint64_t ignored_bytes;
+    bytes_sent = bytes_sent != NULL ? bytes_sent : &ignored_bytes;
+    *bytes_sent = 0;
+    if (conn == NULL || conn->session == NULL || image == NULL || limits == NULL) {
+        return OTA_ERR_USAGE;
+    }
+
+    if (conn->transfer_buffer == NULL) {
+        conn->transfer_buffer = malloc(OTA_TRANSFER_BLOCK);
+        if (conn->transfer_buffer == NULL) {
+            return OTA_ERR_MEMORY;
+        }
+    }
+
+    int status = ota_conn_send_by_pread(conn, image, limits, progress, progress_context,
+                                        bytes_sent);
+    if (status != OTA_OK) {
+        return status;
+    }
+
+    /* The bytes sent are only the image if the file stayed the same all along. */
+    status = ota_image_check_unchanged(image);
+    if (status != OTA_OK) {
+        ota_detail_set(conn->detail, sizeof(conn->detail),
+                       "transfer: image file changed while it was being sent");
+    }
+    return status;
+}
+
+const char *
+ota_conn_transfer_path(const ota_conn *conn)
+{
+    return conn == NULL ? "" : conn->transfer_path;
+}
+
+/* Sends close_notify before `deadline`. */
+static int
+ota_conn_send_close_notify(ota_conn *conn, int64_t deadline)
+{
+    for (;;) {
+        struct ota_sigpipe_state sigpipe;
+        ota_sigpipe_block(&sigpipe);
+        int result = ota_tls_session_close_notify(conn->session, conn->detail,
+                                                  sizeof(conn->detail));
+        ota_sigpipe_restore(&sigpipe);
+        if (result == OTA_TLS_DONE || result < 0) {
+            return result;
+        }
+
+        int status = ota_conn_wait_for(conn, result, deadline, INT64_MAX, "close");
+        if (status != OTA_OK) {
+            return status;
+        }
+    }
+}
+
+/*
+ * Discards what the device still sends until it closes, or the deadline. Reading matters:
+ * closing a socket with unread received data makes the kernel send a reset, which would
+ * throw away the image's last bytes still queued for the device.
+ */
+static void
+ota_conn_drain_until_closed(ota_conn *conn, int64_t deadline)
+{
+    uint8_t scratch[4096];
+    size_t discarded = 0;
+    while (discarded < OTA_FINISH_DRAIN_LIMIT) {
+        ssize_t got = recv(conn->fd, scratch, sizeof(scratch), 0);
+        if (got == 0) {
+            return;
+        }
+        if (got > 0) {
+            discarded += (size_t)got;
+            continue;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            return;
+        }
+        if (ota_wait_fd(conn->fd, OTA_WAIT_READ, deadline, INT64_MAX, conn->cancel) != OTA_OK) {
+            return;
+        }
+    }
+}
+
+/* Frees the TLS state and closes the socket without a reset. */
+static void
+ota_conn_close_gracefully(ota_conn *conn)
+{
+    ota_tls_session_free(conn->session);
+    conn->session = NULL;
+    close(conn->fd);
+    conn->fd = -1;
+}
+
+int
+ota_conn_finish(ota_conn *conn, int wait_ms)
+{
+    if (conn == NULL || conn->session == NULL || conn->fd < 0) {
+        return OTA_ERR_USAGE;
+    }
+
+    int64_t deadline = ota_deadline_after(wait_ms);
+    int status = ota_conn_send_close_notify(conn, deadline);
+    if (status != OTA_OK) {
+        /* close_notify could not go out in time: the device must not take a FIN as the end. */
+        ota_conn_abort(conn);
+        return status;
+    }
+
+    shutdown(conn->fd, SHUT_WR);
+    ota_conn_drain_until_closed(conn, deadline);
+    ota_conn_close_gracefully(conn);
+    return OTA_OK;
+}
+
+int
+ota_conn_refuse(ota_conn *conn)
+{
+    if (conn == NULL || conn->fd < 0) {
+        return OTA_ERR_USAGE;
+    }
+
+    int status = OTA_OK;
+    if (conn->session != NULL) {
+        status = ota_conn_send_close_notify(conn, ota_deadline_after(OTA_REFUSE_WRITE_MS));
+    }
+    if (status != OTA_OK) {
+        ota_conn_abort(conn);
+        return status;
+    }
+
+    shutdown(conn->fd, SHUT_WR);
+    ota_conn_close_gracefully(conn);
+    return OTA_OK;
+}
+
+void
+ota_conn_abort(ota_conn *conn)
+{
+    if (conn == NULL) {
+        return;
+    }
+    ota_tls_session_free(conn->session);
+    conn->session = NULL;
+    ota_socket_reset(conn->fd);
+    conn->fd = -1;
+}
+
+const char *
+ota_conn_detail(const ota_conn *conn)
+{
+    return conn == NULL ? "" : conn->detail;
+}
+
+void
+ota_conn_free(ota_conn *conn)
+{
+    if (conn == NULL) {
+        return;
+    }
+    ota_conn_abort(conn);
+    free(conn->transfer_buffer);
+    free(conn);
+}

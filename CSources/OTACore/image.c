@@ -1,0 +1,186 @@
+/*
+ * image.c - the firmware image: opened once, read by offset, watched for changes.
+ *
+ * No mapping is ever made: if the file were truncated while mapped, touching the lost pages
+ * would kill the whole agent with SIGBUS. pread(2) reports the same event as a short read.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ota_internal.h"
+
+/* Block size for hashing; transfers use their own per-connection buffer. */
+#define OTA_IMAGE_HASH_BLOCK 65536
+
+struct ota_image {
+    int fd;
+    struct stat opened;
+};
+
+static int
+ota_image_check_kind(const char *path, const struct stat *info, char *detail,
+                     size_t detail_size)
+{
+    if (S_ISDIR(info->st_mode)) {
+        ota_detail_set(detail, detail_size, "%s is a directory, not an image file", path);
+        return OTA_ERR_CONFIG;
+    }
+    if (!S_ISREG(info->st_mode)) {
+        ota_detail_set(detail, detail_size, "%s is not a regular file", path);
+        return OTA_ERR_CONFIG;
+    }
+    if (info->st_size == 0) {
+        ota_detail_set(detail, detail_size, "%s is empty", path);
+        return OTA_ERR_CONFIG;
+    }
+    return OTA_OK;
+}
+
+ota_image *
+ota_image_open(const char *path, int *status, char *detail, size_t detail_size)
+{
+    int ignored_status;
+    status = status != NULL ? status : &ignored_status;
+    if (path == NULL || path[0] == '\0') {
+        *status = OTA_ERR_USAGE;
+        ota_detail_set(detail, detail_size, "no image path");
+        return NULL;
+    }
+
+    /* O_NONBLOCK keeps a FIFO from blocking the open; it is refused just below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        *status = OTA_ERR_CONFIG;
+        ota_detail_set(detail, detail_size, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+
+    struct stat info;
+    if (fstat(fd, &info) != 0) {
+        *status = OTA_ERR_IO;
+        ota_detail_set(detail, detail_size, "cannot stat %s: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    *status = ota_image_check_kind(path, &info, detail, detail_size);
+    if (*status != OTA_OK) {
+        close(fd);
+        return NULL;
+    }
+
+    ota_image *image = calloc(1, sizeof(*image));
+    if (image == NULL) {
+        *status = OTA_ERR_MEMORY;
+        close(fd);
+        return NULL;
+    }
+    image->fd = fd;
+    image->opened = info;
+    return image;
+}
+
+uint64_t
+ota_image_size(const ota_image *image)
+{
+    return image == NULL ? 0 : (uint64_t)image->opened.st_size;
+}
+
+int
+ota_image_fd(const ota_image *image)
+{
+    return image == NULL ? -1 : image->fd;
+}
+
+static int
+ota_timespec_equal(struct timespec first, struct timespec second)
+{
+    return first.tv_sec == second.tv_sec && first.tv_nsec == second.tv_nsec;
+}
+
+int
+ota_image_check_unchanged(const ota_image *image)
+{
+    if (image == NULL) {
+        return OTA_ERR_USAGE;
+    }
+
+    struct stat now;
+    if (fstat(image->fd, &now) != 0) {
+        return OTA_ERR_IO;
+    }
+    /* A replaced file (rename over the path) keeps our descriptor on the old inode; only a
+     * change to that inode itself matters for what we are sending. */
+    if (now.st_size != image->opened.st_size ||
+        !ota_timespec_equal(now.st_mtim, image->opened.st_mtim) ||
+        !ota_timespec_equal(now.st_ctim, image->opened.st_ctim)) {
+        return OTA_ERR_CHANGED;
+    }
+    return OTA_OK;
+}
+
+/* Reads exactly `length` bytes at `offset`; a short file is reported as a change. */
+int
+ota_image_read_at(const ota_image *image, uint8_t *buffer, size_t length, uint64_t offset)
+{
+    size_t filled = 0;
+    while (filled < length) {
+        ssize_t got = pread(image->fd, buffer + filled, length - filled,
+                            (off_t)(offset + filled));
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got < 0) {
+            return OTA_ERR_IO;
+        }
+        if (got == 0) {
+            return OTA_ERR_CHANGED;
+        }
+        filled += (size_t)got;
+    }
+    return OTA_OK;
+}
+
+int
+ota_image_sha256(const ota_image *image, uint8_t digest[32])
+{
+    if (image == NULL || digest == NULL) {
+        return OTA_ERR_USAGE;
+    }
+
+    uint8_t *block = malloc(OTA_IMAGE_HASH_BLOCK);
+    ota_sha256_ctx *context = ota_sha256_new();
+    int status = block != NULL && context != NULL ? OTA_OK : OTA_ERR_MEMORY;
+
+    uint64_t size = ota_image_size(image);
+    for (uint64_t offset = 0; status == OTA_OK && offset < size;) {
+        size_t length = size - offset < OTA_IMAGE_HASH_BLOCK ? (size_t)(size - offset)
+                                                            : OTA_IMAGE_HASH_BLOCK;
+        status = ota_image_read_at(image, block, length, offset);
+        if (status == OTA_OK) {
+            status = ota_sha256_update(context, block, length);
+        }
+        offset += length;
+    }
+    if (status == OTA_OK) {
+        status = ota_sha256_final(context, digest);
+    }
+
+    ota_sha256_free(context);
+    free(block);
+    return status;
+}
+
+void
+ota_image_free(ota_image *image)
+{
+    if (image == NULL) {
+        return;
+    }
+    close(image->fd);
+    free(image);
+}

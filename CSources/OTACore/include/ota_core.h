@@ -1,0 +1,287 @@
+/*
+ * ota_core.h - the C core of ota-agent.
+ *
+ * A minimal TLS server for firmware delivery: a listener, one connection per device, the
+ * framing of the device's DER attestation certificate, certificate inspection and the
+ * streaming of an image file. The TLS backend (OpenSSL or mbedTLS) is chosen at build time
+ * and never shows in this header.
+ *
+ * Conventions
+ * - Functions that can fail return an `ota_status`: OTA_OK (0) or a negative code whose
+ *   category says what happened. Details (the failing call, errno or TLS error text) are kept
+ *   on the handle (`ota_conn_detail`) or written to a caller's `detail` buffer.
+ * - Handles are opaque. `*_new` returns a handle or NULL; `*_free` accepts NULL.
+ * - Every blocking call takes a timeout in milliseconds and waits on socket readiness with
+ *   poll(2); none sleeps or spins. A negative timeout means "no deadline".
+ * - Thread safety: distinct handles may be used from distinct threads at once. One handle is
+ *   used by one thread at a time, except `ota_listener_interrupt` and `ota_cancel_fire`, which
+ *   any thread may call at any time. `ota_server_config` is read-only once built and may be
+ *   shared by any number of connections on any threads.
+ * - SIGPIPE: the core never raises it; socket writes use MSG_NOSIGNAL or block the signal on
+ *   the calling thread for the duration of the write.
+ */
+
+#ifndef OTA_CORE_H
+#define OTA_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status codes ------------------------------------------------------------------------ */
+
+typedef enum ota_status {
+    OTA_OK = 0,
+    OTA_ERR_CLOSED = -1,    /* the peer closed or reset the connection */
+    OTA_ERR_TIMEOUT = -2,   /* a deadline passed */
+    OTA_ERR_PROTOCOL = -3,  /* the peer broke TLS or the attestation framing */
+    OTA_ERR_IO = -4,        /* a socket or file call failed (errno in the detail) */
+    OTA_ERR_USAGE = -5,     /* the caller passed something invalid */
+    OTA_ERR_CONFIG = -6,    /* a certificate, key or address is unusable */
+    OTA_ERR_MEMORY = -7,    /* an allocation failed */
+    OTA_ERR_CHANGED = -8,   /* the image file changed while it was being served */
+    OTA_ERR_CANCELLED = -9, /* the operation was cancelled through an ota_cancel */
+    OTA_ERR_INTERNAL = -10, /* a TLS library call failed in an unexpected way */
+} ota_status;
+
+/* A stable lower-case name for a status ("ok", "closed", "timeout", ...). Never NULL. */
+const char *ota_status_name(int status);
+
+/* The TLS backend compiled in: "openssl" or "mbedtls". */
+const char *ota_backend_name(void);
+
+/* The backend library's version text, e.g. "OpenSSL 3.0.19 ...". Static storage. */
+const char *ota_backend_version(void);
+
+/* ---- logging ------------------------------------------------------------------------------ */
+
+typedef enum ota_log_level {
+    OTA_LOG_DEBUG = 0,
+    OTA_LOG_INFO = 1,
+    OTA_LOG_WARNING = 2,
+    OTA_LOG_ERROR = 3,
+} ota_log_level;
+
+/*
+ * Receives the core's own log messages (rare: the core reports through return values).
+ * `message` is valid only during the call. The callback may run on any thread that calls
+ * into the core, so it must be thread-safe. Set it once, before other calls.
+ */
+typedef void (*ota_log_fn)(void *context, int level, const char *message);
+void ota_set_log_callback(ota_log_fn callback, void *context);
+
+/* ---- attestation certificate framing (pure functions, no I/O) ------------------------------ */
+
+/* The largest attestation certificate accepted, header included. */
+#define OTA_DER_MAX_LENGTH 16384
+
+typedef enum ota_der_state {
+    OTA_DER_COMPLETE = 0,  /* one certificate of `*total` bytes starts the buffer */
+    OTA_DER_NEED_MORE = 1, /* at least `*total` bytes are needed before deciding */
+    OTA_DER_INVALID = -1,  /* not one well-formed DER SEQUENCE; `*reason` says why */
+} ota_der_state;
+
+/*
+ * Frames one DER SEQUENCE at the start of `bytes`: tag 0x30, definite length in short form or
+ * long form with one or two minimal length bytes, total at most `max_total` bytes (itself at
+ * most OTA_DER_MAX_LENGTH). Only the outer header is checked; the contents are the verifier's.
+ * `*reason` (may be NULL) receives a static string for OTA_DER_INVALID.
+ */
+ota_der_state ota_der_frame(const uint8_t *bytes, size_t length, size_t max_total,
+                            size_t *total, const char **reason);
+
+/* Bytes needed for the PEM form of `der_length` bytes, terminating NUL included. */
+size_t ota_pem_length(size_t der_length);
+
+/*
+ * Writes the standard PEM form of a certificate: "-----BEGIN CERTIFICATE-----", base64 in
+ * 64-column lines, LF line ends, trailing newline, then a NUL. `*pem_length` receives the
+ * length without the NUL. Fails with OTA_ERR_USAGE when `capacity` is too small.
+ */
+int ota_der_to_pem(const uint8_t *der, size_t der_length, char *pem, size_t capacity,
+                   size_t *pem_length);
+
+/* ---- certificate inspection and hashing (through the backend library) ---------------------- */
+
+typedef struct ota_cert_info {
+    char subject[256];  /* one-line subject, e.g. "CN=esp32-device-0001, O=Fleet" */
+    uint8_t sha256[32]; /* SHA-256 of the DER encoding: the certificate's fingerprint */
+    int64_t not_before; /* validity, seconds since the epoch (UTC) */
+    int64_t not_after;
+    int has_ota_agent_name; /* 1 when the CN or a DNS SAN is "ota-agent" */
+} ota_cert_info;
+
+/*
+ * Inspects one DER certificate. Unknown critical extensions are tolerated: DICE certificates
+ * carry one. Returns OTA_ERR_PROTOCOL when the bytes are not a parseable certificate.
+ */
+int ota_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info, char *detail,
+                     size_t detail_size);
+
+/* SHA-256 of a buffer. */
+int ota_sha256(const void *data, size_t length, uint8_t digest[32]);
+
+/* Incremental SHA-256, for hashing an image without holding it. */
+typedef struct ota_sha256_ctx ota_sha256_ctx;
+ota_sha256_ctx *ota_sha256_new(void);
+int ota_sha256_update(ota_sha256_ctx *context, const void *data, size_t length);
+int ota_sha256_final(ota_sha256_ctx *context, uint8_t digest[32]);
+void ota_sha256_free(ota_sha256_ctx *context);
+
+/* ---- cancellation -------------------------------------------------------------------------- */
+
+/*
+ * A cancellation source shared by any number of listeners and connections (one eventfd).
+ * Once fired, every blocking call that was given it returns OTA_ERR_CANCELLED promptly, and so
+ * does every later one. Firing is thread-safe and async-signal-safe.
+ */
+typedef struct ota_cancel ota_cancel;
+ota_cancel *ota_cancel_new(void);
+void ota_cancel_fire(ota_cancel *cancel);
+int ota_cancel_is_fired(const ota_cancel *cancel);
+void ota_cancel_free(ota_cancel *cancel);
+
+/* ---- server configuration: certificate and key --------------------------------------------- */
+
+typedef struct ota_server_config ota_server_config;
+
+/*
+ * Loads the server certificate (PEM) and private key (PEM) and checks that they match.
+ * RSA and ECDSA P-256 keys work. TLS 1.2 only on the wire, as the field devices speak it.
+ * On failure returns NULL, sets `*status` (OTA_ERR_CONFIG or OTA_ERR_IO) and writes a message
+ * naming the file and the cause to `detail`. Key material never appears in any message.
+ */
+ota_server_config *ota_server_config_new(const char *certificate_path, const char *key_path,
+                                         int *status, char *detail, size_t detail_size);
+
+/* The server certificate's identity and dates, for start-up checks. */
+int ota_server_config_certificate(const ota_server_config *config, ota_cert_info *info);
+
+void ota_server_config_free(ota_server_config *config);
+
+/* ---- listener ------------------------------------------------------------------------------ */
+
+typedef struct ota_listener ota_listener;
+
+/*
+ * Binds and listens. `bind_address` NULL or "" means every address, IPv6 and IPv4 (a
+ * dual-stack socket, or IPv4 alone on hosts without IPv6). Port 0 binds an ephemeral port.
+ * On failure returns NULL with `*status` and a message naming the address and errno text.
+ */
+ota_listener *ota_listener_new(const char *bind_address, uint16_t port, int backlog,
+                               int *status, char *detail, size_t detail_size);
+
+/* The bound port and address (numeric; "::" for the dual-stack wildcard). */
+uint16_t ota_listener_port(const ota_listener *listener);
+const char *ota_listener_address(const ota_listener *listener);
+
+/*
+ * Waits for one connection. On OTA_OK `*client_fd` is a new non-blocking socket owned by the
+ * caller and `peer` holds its numeric address (IPv4-mapped IPv6 shown as plain IPv4).
+ * Returns OTA_ERR_TIMEOUT, OTA_ERR_CANCELLED (cancel fired or listener interrupted) or
+ * OTA_ERR_IO otherwise.
+ */
+int ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel *cancel,
+                        int *client_fd, char *peer, size_t peer_size, uint16_t *peer_port);
+
+/* Makes a blocked and every later accept return OTA_ERR_CANCELLED. Any thread. */
+void ota_listener_interrupt(ota_listener *listener);
+
+/* Closes the socket. */
+void ota_listener_free(ota_listener *listener);
+
+/* ---- image --------------------------------------------------------------------------------- */
+
+typedef struct ota_image ota_image;
+
+/*
+ * Opens the image once, read-only, and records its size, mtime and ctime. Every transfer reads
+ * it by offset (never the shared file position, never a mapping). Refuses a path that is not a
+ * regular file, or an empty file, with OTA_ERR_CONFIG.
+ */
+ota_image *ota_image_open(const char *path, int *status, char *detail, size_t detail_size);
+uint64_t ota_image_size(const ota_image *image);
+
+/* OTA_OK when size, mtime and ctime still equal those seen at open, else OTA_ERR_CHANGED. */
+int ota_image_check_unchanged(const ota_image *image);
+
+/* SHA-256 of the image as it is on disk now (read by offset in fixed-size blocks). */
+int ota_image_sha256(const ota_image *image, uint8_t digest[32]);
+
+void ota_image_free(ota_image *image);
+
+/* ---- connection ---------------------------------------------------------------------------- */
+
+typedef struct ota_conn ota_conn;
+
+/*
+ * Wraps an accepted socket for one device. Takes ownership of `fd` (also on failure: it is
+ * then closed with a reset). `cancel` may be NULL; it must outlive the connection.
+ * `config` must outlive the connection.
+ */
+ota_conn *ota_conn_new(const ota_server_config *config, int fd, const ota_cancel *cancel);
+
+/* The TLS handshake, within `timeout_ms`. */
+int ota_conn_handshake(ota_conn *conn, int timeout_ms);
+
+/* The negotiated protocol and cipher suite names, after the handshake ("" before). */
+const char *ota_conn_protocol(const ota_conn *conn);
+const char *ota_conn_cipher(const ota_conn *conn);
+
+/*
+ * Reads exactly one DER attestation certificate, framed by its ASN.1 length header, into
+ * `buffer` (at least `max_length` bytes, itself at most OTA_DER_MAX_LENGTH), within
+ * `timeout_ms` in all. OTA_ERR_PROTOCOL when the bytes are not one well-formed certificate or
+ * anything follows it; OTA_ERR_CLOSED when the device ends the connection first.
+ */
+int ota_conn_read_certificate(ota_conn *conn, uint8_t *buffer, size_t max_length,
+                              size_t *length, int timeout_ms);
+
+/* Called after each block is handed to TLS, on the transferring thread. */
+typedef void (*ota_progress_fn)(void *context, uint64_t bytes_sent, uint64_t bytes_total);
+
+typedef struct ota_transfer_limits {
+    int stall_timeout_ms; /* longest wait for the device to accept more bytes */
+    int total_timeout_ms; /* the whole transfer */
+} ota_transfer_limits;
+
+/*
+ * Sends the whole image, byte for byte, then checks that the file did not change since it
+ * was opened. Does not end the session: on OTA_OK call ota_conn_finish, on anything else
+ * ota_conn_abort. `*bytes_sent` (may be NULL) counts image bytes handed to TLS.
+ */
+int ota_conn_send_image(ota_conn *conn, const ota_image *image, const ota_transfer_limits *limits,
+                        ota_progress_fn progress, void *progress_context, uint64_t *bytes_sent);
+
+/* The streaming path the last transfer used ("pread" for now; "ktls-sendfile" later). */
+const char *ota_conn_transfer_path(const ota_conn *conn);
+
+/*
+ * Ends a complete transfer cleanly: close_notify, shutdown(SHUT_WR), then waits up to
+ * `wait_ms` for the device to close before closing the socket.
+ */
+int ota_conn_finish(ota_conn *conn, int wait_ms);
+
+/* Refuses a device that sent no firmware byte: close_notify, then close. */
+int ota_conn_refuse(ota_conn *conn);
+
+/*
+ * Ends an incomplete transfer so the device sees an error, never a clean end: a TCP reset
+ * (SO_LINGER {1, 0}, then close), no close_notify and no FIN.
+ */
+void ota_conn_abort(ota_conn *conn);
+
+/* Text about the last failure on this connection: the failing call and its error. */
+const char *ota_conn_detail(const ota_conn *conn);
+
+/* Frees the connection. A socket still open is reset, as by ota_conn_abort. */
+void ota_conn_free(ota_conn *conn);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OTA_CORE_H */

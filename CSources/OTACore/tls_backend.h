@@ -1,0 +1,84 @@
+/*
+ * tls_backend.h - the one interface each TLS backend implements (tls_openssl.c,
+ * tls_mbedtls.c). Exactly one is compiled in, chosen by the package trait.
+ *
+ * Everything here is non-blocking: an operation that cannot progress returns
+ * OTA_TLS_WANT_READ or OTA_TLS_WANT_WRITE and the caller (conn.c) waits on the socket with
+ * its deadlines, then calls again. Failures return a negative ota_status and describe
+ * themselves in `detail`.
+ */
+
+#ifndef OTA_TLS_BACKEND_H
+#define OTA_TLS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ota_core.h"
+
+enum {
+    OTA_TLS_DONE = 0,
+    OTA_TLS_WANT_READ = 1,
+    OTA_TLS_WANT_WRITE = 2,
+};
+
+/* The certificate and key, loaded and checked once; shared read-only by sessions. */
+struct ota_tls_credentials;
+
+int ota_tls_credentials_load(const char *certificate_path, const char *key_path,
+                             struct ota_tls_credentials **credentials, char *detail,
+                             size_t detail_size);
+
+/* The server certificate in DER, owned by the credentials. */
+const uint8_t *ota_tls_credentials_der(const struct ota_tls_credentials *credentials,
+                                       size_t *length);
+
+void ota_tls_credentials_free(struct ota_tls_credentials *credentials);
+
+/* One server-side TLS session over a non-blocking socket it does not own. */
+struct ota_tls_session;
+
+struct ota_tls_session *ota_tls_session_new(const struct ota_tls_credentials *credentials,
+                                            int fd, char *detail, size_t detail_size);
+
+int ota_tls_session_handshake(struct ota_tls_session *session, char *detail,
+                              size_t detail_size);
+
+/* OTA_TLS_DONE with `*received` > 0, a WANT, OTA_ERR_CLOSED at close_notify or EOF, or an error. */
+int ota_tls_session_read(struct ota_tls_session *session, void *buffer, size_t capacity,
+                         size_t *received, char *detail, size_t detail_size);
+
+/*
+ * Writes up to `length` bytes; `*written` may be less (one record at a time is fine). After a
+ * WANT the caller repeats the call with the same buffer and length.
+ */
+int ota_tls_session_write(struct ota_tls_session *session, const void *buffer, size_t length,
+                          size_t *written, char *detail, size_t detail_size);
+
+/* Sends close_notify (does not wait for the peer's). */
+int ota_tls_session_close_notify(struct ota_tls_session *session, char *detail,
+                                 size_t detail_size);
+
+/* Largest plaintext one record may carry on this session (16384, or the negotiated limit). */
+size_t ota_tls_session_max_record(const struct ota_tls_session *session);
+
+const char *ota_tls_session_protocol(const struct ota_tls_session *session);
+const char *ota_tls_session_cipher(const struct ota_tls_session *session);
+
+/* Frees the session's memory. Sends nothing and leaves the socket open. */
+void ota_tls_session_free(struct ota_tls_session *session);
+
+/* Hashing and certificate inspection by the backend's library. */
+struct ota_tls_sha256;
+struct ota_tls_sha256 *ota_tls_sha256_new(void);
+int ota_tls_sha256_update(struct ota_tls_sha256 *context, const void *data, size_t length);
+int ota_tls_sha256_final(struct ota_tls_sha256 *context, uint8_t digest[32]);
+void ota_tls_sha256_free(struct ota_tls_sha256 *context);
+
+int ota_tls_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info, char *detail,
+                         size_t detail_size);
+
+const char *ota_tls_backend_name(void);
+const char *ota_tls_backend_version(void);
+
+#endif /* OTA_TLS_BACKEND_H */

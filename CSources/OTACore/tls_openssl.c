@@ -1,0 +1,451 @@
+/*
+ * tls_openssl.c - the TLS backend on OpenSSL 3.
+ *
+ * Sessions use OpenSSL's own socket BIO (SSL_set_fd) rather than a custom one because that is
+ * the BIO kernel TLS hangs off. The error queue is thread-local: it is cleared before each
+ * call so that what is read after a failure belongs to that failure.
+ */
+
+#ifdef OTA_BACKEND_OPENSSL
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/opensslv.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "ota_internal.h"
+#include "tls_backend.h"
+
+/*
+ * Forward secrecy and AEAD only. The two AES-128-GCM suites come first because ESP-IDF's
+ * default mbedTLS build offers them and the devices' AES hardware makes them the cheapest.
+ */
+static const char ota_openssl_tls12_ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+struct ota_tls_credentials {
+    SSL_CTX *context;
+    uint8_t *der;
+    size_t der_length;
+};
+
+struct ota_tls_session {
+    SSL *ssl;
+};
+
+struct ota_tls_sha256 {
+    EVP_MD_CTX *digest;
+};
+
+/* Appends OpenSSL's oldest queued error, or a fallback, to a "call: " prefix. */
+static void
+ota_openssl_detail(char *detail, size_t detail_size, const char *call)
+{
+    unsigned long error = ERR_peek_error();
+    if (error == 0) {
+        ota_detail_set(detail, detail_size, "%s failed", call);
+        return;
+    }
+
+    char text[160];
+    ERR_error_string_n(error, text, sizeof(text));
+    ota_detail_set(detail, detail_size, "%s: %s", call, text);
+    ERR_clear_error();
+}
+
+/* Reports a file that cannot be opened with errno text, before OpenSSL's vaguer message. */
+static int
+ota_openssl_check_readable(const char *path, const char *what, char *detail, size_t detail_size)
+{
+    FILE *file = fopen(path, "rb");
+    if (file == NULL) {
+        ota_detail_set(detail, detail_size, "cannot read %s %s: %s", what, path,
+                       strerror(errno));
+        return OTA_ERR_IO;
+    }
+    fclose(file);
+    return OTA_OK;
+}
+
+static int
+ota_openssl_configure(SSL_CTX *context)
+{
+    SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION);
+    SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                     SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                     SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_mode(context, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
+    if (SSL_CTX_set_cipher_list(context, ota_openssl_tls12_ciphers) != 1) {
+        return OTA_ERR_INTERNAL;
+    }
+    if (SSL_CTX_set1_groups_list(context, "X25519:P-256:P-384") != 1) {
+        return OTA_ERR_INTERNAL;
+    }
+    return OTA_OK;
+}
+
+static int
+ota_openssl_load_pair(SSL_CTX *context, const char *certificate_path, const char *key_path,
+                      char *detail, size_t detail_size)
+{
+    if (SSL_CTX_use_certificate_chain_file(context, certificate_path) != 1) {
+        char cause[200];
+        ota_openssl_detail(cause, sizeof(cause), "PEM");
+        ota_detail_set(detail, detail_size, "cannot load certificate %s (%s)", certificate_path,
+                       cause);
+        return OTA_ERR_CONFIG;
+    }
+    if (SSL_CTX_use_PrivateKey_file(context, key_path, SSL_FILETYPE_PEM) != 1) {
+        /* OpenSSL reports a mismatch here too; name it plainly when that is the cause. */
+        int mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
+        ERR_clear_error();
+        ota_detail_set(detail, detail_size, mismatch
+                           ? "certificate %s and key %s do not match"
+                           : "cannot load private key %s: not a PEM private key (or encrypted)",
+                       mismatch ? certificate_path : key_path, key_path);
+        return OTA_ERR_CONFIG;
+    }
+    if (SSL_CTX_check_private_key(context) != 1) {
+        ERR_clear_error();
+        ota_detail_set(detail, detail_size, "certificate %s and key %s do not match",
+                       certificate_path, key_path);
+        return OTA_ERR_CONFIG;
+    }
+    return OTA_OK;
+}
+
+static int
+ota_openssl_keep_der(struct ota_tls_credentials *credentials)
+{
+    X509 *leaf = SSL_CTX_get0_certificate(credentials->context);
+    unsigned char *der = NULL;
+    int length = leaf != NULL ? i2d_X509(leaf, &der) : -1;
+    if (length <= 0) {
+        return OTA_ERR_INTERNAL;
+    }
+
+    credentials->der = der;
+    credentials->der_length = (size_t)length;
+    return OTA_OK;
+}
+
+int
+ota_tls_credentials_load(const char *certificate_path, const char *key_path,
+                         struct ota_tls_credentials **credentials, char *detail,
+                         size_t detail_size)
+{
+    *credentials = NULL;
+    int status = ota_openssl_check_readable(certificate_path, "certificate", detail,
+                                            detail_size);
+    if (status == OTA_OK) {
+        status = ota_openssl_check_readable(key_path, "private key", detail, detail_size);
+    }
+    if (status != OTA_OK) {
+        return status;
+    }
+
+    struct ota_tls_credentials *loaded = calloc(1, sizeof(*loaded));
+    if (loaded == NULL) {
+        return OTA_ERR_MEMORY;
+    }
+    ERR_clear_error();
+    loaded->context = SSL_CTX_new(TLS_server_method());
+    if (loaded->context == NULL || ota_openssl_configure(loaded->context) != OTA_OK) {
+        ota_openssl_detail(detail, detail_size, "SSL_CTX_new");
+        ota_tls_credentials_free(loaded);
+        return OTA_ERR_INTERNAL;
+    }
+
+    status = ota_openssl_load_pair(loaded->context, certificate_path, key_path, detail,
+                                   detail_size);
+    if (status == OTA_OK) {
+        status = ota_openssl_keep_der(loaded);
+    }
+    if (status != OTA_OK) {
+        ota_tls_credentials_free(loaded);
+        return status;
+    }
+    *credentials = loaded;
+    return OTA_OK;
+}
+
+const uint8_t *
+ota_tls_credentials_der(const struct ota_tls_credentials *credentials, size_t *length)
+{
+    *length = credentials->der_length;
+    return credentials->der;
+}
+
+void
+ota_tls_credentials_free(struct ota_tls_credentials *credentials)
+{
+    if (credentials == NULL) {
+        return;
+    }
+    SSL_CTX_free(credentials->context);
+    OPENSSL_free(credentials->der);
+    free(credentials);
+}
+
+struct ota_tls_session *
+ota_tls_session_new(const struct ota_tls_credentials *credentials, int fd, char *detail,
+                    size_t detail_size)
+{
+    struct ota_tls_session *session = calloc(1, sizeof(*session));
+    if (session == NULL) {
+        ota_detail_set(detail, detail_size, "out of memory");
+        return NULL;
+    }
+
+    ERR_clear_error();
+    session->ssl = SSL_new(credentials->context);
+    if (session->ssl == NULL || SSL_set_fd(session->ssl, fd) != 1) {
+        ota_openssl_detail(detail, detail_size, "SSL_new");
+        ota_tls_session_free(session);
+        return NULL;
+    }
+    SSL_set_accept_state(session->ssl);
+    return session;
+}
+
+/* Maps the outcome of a failed SSL_* call to a WANT or a status with a detail. */
+static int
+ota_openssl_result(struct ota_tls_session *session, int returned, const char *call,
+                   char *detail, size_t detail_size)
+{
+    int saved_errno = errno;
+    switch (SSL_get_error(session->ssl, returned)) {
+    case SSL_ERROR_WANT_READ:
+        return OTA_TLS_WANT_READ;
+    case SSL_ERROR_WANT_WRITE:
+        return OTA_TLS_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        ota_detail_set(detail, detail_size, "%s: peer closed the connection", call);
+        return OTA_ERR_CLOSED;
+    case SSL_ERROR_SYSCALL:
+        if (saved_errno == 0 || saved_errno == ECONNRESET || saved_errno == EPIPE) {
+            ota_detail_set(detail, detail_size, "%s: connection reset by peer", call);
+            ERR_clear_error();
+            return OTA_ERR_CLOSED;
+        }
+        ota_detail_set(detail, detail_size, "%s: %s", call, strerror(saved_errno));
+        ERR_clear_error();
+        return OTA_ERR_IO;
+    default:
+        ota_openssl_detail(detail, detail_size, call);
+        return OTA_ERR_PROTOCOL;
+    }
+}
+
+int
+ota_tls_session_handshake(struct ota_tls_session *session, char *detail, size_t detail_size)
+{
+    ERR_clear_error();
+    errno = 0;
+    int returned = SSL_do_handshake(session->ssl);
+    if (returned == 1) {
+        return OTA_TLS_DONE;
+    }
+    return ota_openssl_result(session, returned, "handshake", detail, detail_size);
+}
+
+int
+ota_tls_session_read(struct ota_tls_session *session, void *buffer, size_t capacity,
+                     size_t *received, char *detail, size_t detail_size)
+{
+    ERR_clear_error();
+    errno = 0;
+    *received = 0;
+    int returned = SSL_read_ex(session->ssl, buffer, capacity, received);
+    if (returned == 1) {
+        return OTA_TLS_DONE;
+    }
+    return ota_openssl_result(session, returned, "read", detail, detail_size);
+}
+
+int
+ota_tls_session_write(struct ota_tls_session *session, const void *buffer, size_t length,
+                      size_t *written, char *detail, size_t detail_size)
+{
+    ERR_clear_error();
+    errno = 0;
+    *written = 0;
+    int returned = SSL_write_ex(session->ssl, buffer, length, written);
+    if (returned == 1) {
+        return OTA_TLS_DONE;
+    }
+    return ota_openssl_result(session, returned, "write", detail, detail_size);
+}
+
+int
+ota_tls_session_close_notify(struct ota_tls_session *session, char *detail, size_t detail_size)
+{
+    ERR_clear_error();
+    errno = 0;
+    /* 0 means "sent, the peer's has not arrived": all we ask for. */
+    int returned = SSL_shutdown(session->ssl);
+    if (returned >= 0) {
+        return OTA_TLS_DONE;
+    }
+    return ota_openssl_result(session, returned, "close_notify", detail, detail_size);
+}
+
+size_t
+ota_tls_session_max_record(const struct ota_tls_session *session)
+{
+    SSL_SESSION *negotiated = SSL_get_session(session->ssl);
+    uint8_t code = negotiated != NULL ? SSL_SESSION_get_max_fragment_length(negotiated) : 0;
+    if (code >= TLSEXT_max_fragment_length_512 && code <= TLSEXT_max_fragment_length_4096) {
+        return (size_t)512 << (code - TLSEXT_max_fragment_length_512);
+    }
+    return 16384;
+}
+
+const char *
+ota_tls_session_protocol(const struct ota_tls_session *session)
+{
+    return SSL_get_version(session->ssl);
+}
+
+const char *
+ota_tls_session_cipher(const struct ota_tls_session *session)
+{
+    const char *name = SSL_get_cipher_name(session->ssl);
+    return name != NULL ? name : "";
+}
+
+void
+ota_tls_session_free(struct ota_tls_session *session)
+{
+    if (session == NULL) {
+        return;
+    }
+    SSL_free(session->ssl);
+    free(session);
+}
+
+struct ota_tls_sha256 *
+ota_tls_sha256_new(void)
+{
+    struct ota_tls_sha256 *context = calloc(1, sizeof(*context));
+    if (context == NULL) {
+        return NULL;
+    }
+
+    context->digest = EVP_MD_CTX_new();
+    if (context->digest == NULL || EVP_DigestInit_ex(context->digest, EVP_sha256(), NULL) != 1) {
+        ota_tls_sha256_free(context);
+        return NULL;
+    }
+    return context;
+}
+
+int
+ota_tls_sha256_update(struct ota_tls_sha256 *context, const void *data, size_t length)
+{
+    return EVP_DigestUpdate(context->digest, data, length) == 1 ? OTA_OK : OTA_ERR_INTERNAL;
+}
+
+int
+ota_tls_sha256_final(struct ota_tls_sha256 *context, uint8_t digest[32])
+{
+    unsigned int length = 0;
+    int ok = EVP_DigestFinal_ex(context->digest, digest, &length) == 1 && length == 32;
+    return ok ? OTA_OK : OTA_ERR_INTERNAL;
+}
+
+void
+ota_tls_sha256_free(struct ota_tls_sha256 *context)
+{
+    if (context == NULL) {
+        return;
+    }
+    EVP_MD_CTX_free(context->digest);
+    free(context);
+}
+
+/* "CN=device, O=Fleet": entries in encoded order, short names, UTF-8 values. */
+static void
+ota_openssl_subject(const X509_NAME *name, char *out, size_t out_size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int index = 0; index < X509_NAME_entry_count(name) && used < out_size; index++) {
+        const X509_NAME_ENTRY *entry = X509_NAME_get_entry(name, index);
+        int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(entry));
+        unsigned char *value = NULL;
+        if (ASN1_STRING_to_UTF8(&value, X509_NAME_ENTRY_get_data(entry)) < 0) {
+            continue;
+        }
+
+        const char *short_name = nid != NID_undef ? OBJ_nid2sn(nid) : "?";
+        int wrote = snprintf(out + used, out_size - used, "%s%s=%s", used > 0 ? ", " : "",
+                             short_name, (const char *)value);
+        OPENSSL_free(value);
+        if (wrote < 0) {
+            break;
+        }
+        used += (size_t)wrote;
+    }
+}
+
+static int64_t
+ota_openssl_time(const ASN1_TIME *moment)
+{
+    struct tm broken_down;
+    memset(&broken_down, 0, sizeof(broken_down));
+    if (moment == NULL || ASN1_TIME_to_tm(moment, &broken_down) != 1) {
+        return 0;
+    }
+    return (int64_t)timegm(&broken_down);
+}
+
+int
+ota_tls_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info, char *detail,
+                     size_t detail_size)
+{
+    ERR_clear_error();
+    const unsigned char *cursor = der;
+    X509 *certificate = d2i_X509(NULL, &cursor, (long)length);
+    if (certificate == NULL || cursor != der + length) {
+        X509_free(certificate);
+        ota_openssl_detail(detail, detail_size, "not an X.509 certificate");
+        return OTA_ERR_PROTOCOL;
+    }
+
+    ota_openssl_subject(X509_get_subject_name(certificate), info->subject,
+                        sizeof(info->subject));
+    info->not_before = ota_openssl_time(X509_get0_notBefore(certificate));
+    info->not_after = ota_openssl_time(X509_get0_notAfter(certificate));
+    info->has_ota_agent_name = X509_check_host(certificate, "ota-agent", 0, 0, NULL) == 1;
+    X509_free(certificate);
+    ERR_clear_error();
+
+    return ota_sha256(der, length, info->sha256);
+}
+
+const char *
+ota_tls_backend_name(void)
+{
+    return "openssl";
+}
+
+const char *
+ota_tls_backend_version(void)
+{
+    return OpenSSL_version(OPENSSL_VERSION);
+}
+
+#endif /* OTA_BACKEND_OPENSSL */
