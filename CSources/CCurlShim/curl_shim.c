@@ -39,3 +39,15 @@ ota_curl_get_double(CURL *handle, CURLINFO info, double *value)
 {
     return curl_easy_getinfo(handle, info, value);
 }
+
+CURLcode
+ota_curl_set_progress_function(CURL *handle, ota_curl_progress_fn function)
+{
+    return curl_easy_setopt(handle, CURLOPT_XFERINFOFUNCTION, function);
+}
+
+CURLcode
+ota_curl_get_offset(CURL *handle, CURLINFO info, curl_off_t *value)
+{
+    return curl_easy_getinfo(handle, info, value);
+}

@@ -210,6 +210,32 @@ ota_cancel_is_fired(const ota_cancel *cancel)
 }
 
 int
+ota_cancel_wait(const ota_cancel *cancel, int timeout_ms)
+{
+    if (cancel == NULL) {
+        struct timespec pause = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000};
+        while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+        }
+        return OTA_ERR_TIMEOUT;
+    }
+
+    int64_t deadline = ota_deadline_after(timeout_ms);
+    struct pollfd watched = {.fd = cancel->event_fd, .events = POLLIN};
+    for (;;) {
+        int ready = poll(&watched, 1, ota_deadline_remaining(deadline));
+        if (ready > 0) {
+            return OTA_ERR_CANCELLED;
+        }
+        if (ready == 0) {
+            return OTA_ERR_TIMEOUT;
+        }
+        if (errno != EINTR) {
+            return OTA_ERR_IO;
+        }
+    }
+}
+
+int
 ota_cancel_fd(const ota_cancel *cancel)
 {
     return cancel == NULL ? -1 : cancel->event_fd;

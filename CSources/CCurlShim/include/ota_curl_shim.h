@@ -18,7 +18,14 @@ CURLcode ota_curl_set_string(CURL *handle, CURLoption option, const char *value)
 CURLcode ota_curl_set_pointer(CURL *handle, CURLoption option, void *value);
 CURLcode ota_curl_set_data_function(CURL *handle, CURLoption option, ota_curl_data_fn function);
 
+/* The signature of CURLOPT_XFERINFOFUNCTION: non-zero aborts the transfer. */
+typedef int (*ota_curl_progress_fn)(void *context, curl_off_t download_total,
+                                    curl_off_t downloaded, curl_off_t upload_total,
+                                    curl_off_t uploaded);
+CURLcode ota_curl_set_progress_function(CURL *handle, ota_curl_progress_fn function);
+
 CURLcode ota_curl_get_long(CURL *handle, CURLINFO info, long *value);
 CURLcode ota_curl_get_double(CURL *handle, CURLINFO info, double *value);
+CURLcode ota_curl_get_offset(CURL *handle, CURLINFO info, curl_off_t *value);
 
 #endif /* OTA_CURL_SHIM_H */

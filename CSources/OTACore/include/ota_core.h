@@ -142,6 +142,10 @@ typedef struct ota_cancel ota_cancel;
 ota_cancel *ota_cancel_new(void);
 void ota_cancel_fire(ota_cancel *cancel);
 int ota_cancel_is_fired(const ota_cancel *cancel);
+
+/* Waits up to `timeout_ms` for the cancel source: OTA_ERR_CANCELLED if it fired, else
+ * OTA_ERR_TIMEOUT. A cancellable sleep, for back-off between retries. */
+int ota_cancel_wait(const ota_cancel *cancel, int timeout_ms);
 void ota_cancel_free(ota_cancel *cancel);
 
 /* ---- server configuration: certificate and key --------------------------------------------- */
@@ -150,7 +154,8 @@ typedef struct ota_server_config ota_server_config;
 
 /*
  * Loads the server certificate (PEM) and private key (PEM) and checks that they match.
- * RSA and ECDSA P-256 keys work. TLS 1.2 only on the wire, as the field devices speak it.
+ * RSA and ECDSA P-256 keys work. TLS 1.2 at least (what the field devices speak); TLS 1.3
+ * too where the backend has it.
  * On failure returns NULL, sets `*status` (OTA_ERR_CONFIG or OTA_ERR_IO) and writes a message
  * naming the file and the cause to `detail`. Key material never appears in any message.
  */

@@ -1,0 +1,49 @@
+/*
+ * Command-line options of ota-device-sim.
+ */
+#ifndef OTA_DEVICE_SIM_OPTIONS_H
+#define OTA_DEVICE_SIM_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum { SHA256_LENGTH = 32 };
+
+/* Upper bounds that keep a run's memory and thread count sane. */
+enum {
+    MAX_DEVICES = 1000,
+    MAX_READ_SIZE = 65536,
+};
+
+struct sim_options {
+    const char *host;
+    const char *port;
+    const char *trusted_ca_path;
+    const char *certificate_path;
+    const char *server_name;
+    const char *output_path;     /* NULL: the image is hashed but not kept */
+    const char *payload_path;    /* NULL: send the attestation certificate */
+    unsigned device_count;
+    size_t chunk_size;           /* 0: send the certificate in as few records as possible */
+    unsigned pause_ms;
+    unsigned delay_ms;
+    size_t read_size;
+    unsigned timeout_ms;
+    bool has_expected_sha256;
+    unsigned char expected_sha256[SHA256_LENGTH];
+    bool quiet;
+};
+
+enum parse_result {
+    PARSE_OK,
+    PARSE_HELP,      /* --help was given: usage is printed, nothing else runs */
+    PARSE_FAILED,    /* a message naming the option is already on stderr */
+};
+
+enum parse_result parse_options(int argument_count, char **arguments,
+                                struct sim_options *options);
+
+void print_usage(FILE *stream);
+
+#endif

@@ -1,0 +1,245 @@
+import Foundation
+import OTACore
+
+/// How a run of the agent ended. The CLI maps each to an exit code.
+public enum RunOutcome: Sendable, Equatable {
+    /// At least one device was updated (in `once` mode: the one the run was for).
+    case updated
+    /// Serve mode stopped on request.
+    case stopped
+    /// The run's timeout passed with no device updated.
+    case timedOut
+    /// A signal stopped the run before any device was updated.
+    case interrupted(signal: Int32)
+}
+
+/// What a run did.
+public struct RunSummary: Sendable {
+    public let outcome: RunOutcome
+    public let sessions: [SessionRecord]
+    public var devicesUpdated: Int { sessions.filter { $0.outcome == .updated }.count }
+}
+
+/// The agent: listens, serves each device in a session of its own, and stops per its mode.
+///
+/// `start()` validates every setting and binds the port, so a broken configuration fails
+/// before anything is served. `run()` then blocks its calling thread until the run ends; each
+/// device gets a thread of its own. `stop(signal:)` may be called from any thread.
+public final class Agent: @unchecked Sendable {
+    public let configuration: AgentConfiguration
+    private let logger: Logger
+    private let onSession: (@Sendable (SessionRecord) -> Void)?
+    private let state = RunState()
+
+    private var listener: Listener?
+    private var context: SessionContext?
+
+    public init(configuration: AgentConfiguration, logger: Logger,
+                onSession: (@Sendable (SessionRecord) -> Void)? = nil)
+    {
+        self.configuration = configuration
+        self.logger = logger
+        self.onSession = onSession
+    }
+
+    /// The port actually bound (useful with port 0), after `start()`.
+    public var port: UInt16? { listener?.port }
+
+    /// Opens the image, loads the certificate and key, and binds the listener.
+    public func start() throws(AgentError) {
+        let image = try FirmwareImage(path: configuration.imagePath)
+        let credentials = try ServerCredentials(certificatePath: configuration.certificatePath,
+                                                keyPath: configuration.keyPath)
+        let cancel = try CancelSource()
+        let listener = try Listener(bindAddress: configuration.bindAddress, port: configuration.port,
+                                    backlog: 128)
+        let client = DiceAuthClient(url: configuration.diceAuthURL, settings: configuration.diceAuth)
+        context = SessionContext(credentials: credentials, image: image, diceAuth: client,
+                                 deadlines: configuration.deadlines, cancel: cancel, logger: logger)
+        self.listener = listener
+        try logStart(image: image, credentials: credentials)
+        logger.info("listening", [LogField("address", listener.address),
+                                  LogField("port", listener.port)])
+    }
+
+    private func logStart(image: FirmwareImage, credentials: ServerCredentials) throws(AgentError) {
+        let server = credentials.certificate
+        logger.info("starting", [
+            LogField("backend", String(cString: ota_backend_name())),
+            LogField("mode", configuration.mode.rawValue),
+            LogField("image", image.path),
+            LogField("bytes", image.size),
+            LogField("sha256", try image.sha256()),
+            LogField("server_cert", server.subject),
+            LogField("server_fp", server.shortFingerprint),
+        ])
+        if !server.namesOTAAgent {
+            logger.warning("server-certificate", [LogField("reason",
+                "certificate names neither CN nor DNS ota-agent; field devices will refuse it")])
+        }
+    }
+
+    /// Serves until the mode's end, the timeout, or `stop`. Call `start()` first.
+    public func run() -> RunSummary {
+        guard let listener, let context else {
+            preconditionFailure("Agent.run() called before a successful start()")
+        }
+
+        let deadline = configuration.timeout.map { ContinuousClock.now + $0 }
+        acceptLoop(listener, context, until: deadline)
+
+        // No more accepts; transfers in flight get the grace period, then are cancelled.
+        if !state.waitForSessions(upTo: configuration.gracePeriod) {
+            logger.warning("grace-period-over", [LogField("sessions", state.inFlight)])
+            context.cancel.fire()
+            _ = state.waitForSessions(upTo: .seconds(30))
+        }
+        let summary = RunSummary(outcome: state.outcome(timedOut: deadline.map { .now >= $0 } ?? false),
+                                 sessions: state.records)
+        logger.info("exiting", [LogField("outcome", describe(summary.outcome)),
+                                LogField("updated", summary.devicesUpdated),
+                                LogField("sessions", summary.sessions.count)])
+        return summary
+    }
+
+    /// Runs `run()` on a thread of its own, so async callers never block the cooperative pool.
+    public func runDetached() async -> RunSummary {
+        await withCheckedContinuation { continuation in
+            let thread = Thread { continuation.resume(returning: self.run()) }
+            thread.name = "ota-agent-accept"
+            thread.start()
+        }
+    }
+
+    /// Stops accepting; transfers in flight may finish within the grace period. Any thread.
+    public func stop(signal: Int32? = nil) {
+        state.requestStop(signal: signal)
+        listener?.interrupt()
+    }
+
+    private func acceptLoop(_ listener: Listener, _ context: SessionContext,
+                            until deadline: ContinuousClock.Instant?)
+    {
+        while !state.stopping {
+            // Beyond the bound, devices wait in the listen queue rather than being refused.
+            guard state.acquireSlot(limit: configuration.maxConcurrent) else { break }
+            let timeout = deadline.map { $0 - .now }
+            if let timeout, timeout <= .zero {
+                state.releaseSlot()
+                break
+            }
+
+            switch listener.accept(timeout: timeout, cancel: context.cancel) {
+            case .connection(let fd, let peer, let port):
+                startSession(fd: fd, peer: formatPeer(peer, port), context: context)
+            case .timedOut, .stopped:
+                state.releaseSlot()
+                return
+            case .failed(let reason):
+                state.releaseSlot()
+                logger.error("accept", [LogField("reason", reason)])
+                // Out of descriptors, typically: wait a little instead of spinning.
+                if context.cancel.wait(.milliseconds(100)) { return }
+            }
+        }
+    }
+
+    private func formatPeer(_ address: String, _ port: UInt16) -> String {
+        address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
+    }
+
+    private func startSession(fd: Int32, peer: String, context: SessionContext) {
+        logger.debug("connected", [LogField("device", peer)])
+        let thread = Thread { [self] in
+            let record = DeviceSession(context: context, peer: peer).run(fd: fd)
+            finishSession(record, listener: listener)
+        }
+        thread.name = "ota-device"
+        thread.start()
+    }
+
+    private func finishSession(_ record: SessionRecord, listener: Listener?) {
+        onSession?(record)
+        let firstUpdate = state.record(record)
+        if firstUpdate && configuration.mode == .once {
+            state.requestStop(signal: nil)
+            listener?.interrupt()
+        }
+        state.releaseSlot()
+    }
+
+    private func describe(_ outcome: RunOutcome) -> String {
+        switch outcome {
+        case .updated: "updated"
+        case .stopped: "stopped"
+        case .timedOut: "timed-out"
+        case .interrupted(let signal): "interrupted-by-signal-\(signal)"
+        }
+    }
+}
+
+/// The shared state of one run, guarded by one condition variable.
+final class RunState: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var active = 0
+    private var stopRequested = false
+    private var stopSignal: Int32?
+    private var finished: [SessionRecord] = []
+
+    var stopping: Bool { condition.withLock { stopRequested } }
+    var inFlight: Int { condition.withLock { active } }
+    var records: [SessionRecord] { condition.withLock { finished } }
+
+    func requestStop(signal: Int32?) {
+        condition.withLock {
+            if !stopRequested { stopSignal = signal }
+            stopRequested = true
+            condition.broadcast()
+        }
+    }
+
+    /// Waits for a free session slot; false when the run is stopping instead.
+    func acquireSlot(limit: Int) -> Bool {
+        condition.withLock {
+            while active >= limit && !stopRequested { condition.wait() }
+            guard !stopRequested else { return false }
+            active += 1
+            return true
+        }
+    }
+
+    func releaseSlot() {
+        condition.withLock {
+            active -= 1
+            condition.broadcast()
+        }
+    }
+
+    /// Keeps a finished session; true when it is the run's first update.
+    func record(_ record: SessionRecord) -> Bool {
+        condition.withLock {
+            let first = record.outcome == .updated && !finished.contains { $0.outcome == .updated }
+            finished.append(record)
+            return first
+        }
+    }
+
+    /// Waits until no session is in flight; false if `limit` passed first.
+    func waitForSessions(upTo limit: Duration) -> Bool {
+        let until = Date().addingTimeInterval(limit.seconds)
+        return condition.withLock {
+            while active > 0 {
+                if !condition.wait(until: until) { return active == 0 }
+            }
+            return true
+        }
+    }
+
+    func outcome(timedOut: Bool) -> RunOutcome {
+        condition.withLock {
+            if finished.contains(where: { $0.outcome == .updated }) { return .updated }
+            if let stopSignal { return .interrupted(signal: stopSignal) }
+            return stopRequested && !timedOut ? .stopped : .timedOut
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import Foundation
+
+/// How long the agent serves.
+public enum AgentMode: String, Sendable, CaseIterable {
+    /// Serve until one device has been updated, then exit (today's orchestrator).
+    case once
+    /// Serve devices until stopped by SIGINT or SIGTERM.
+    case serve
+}
+
+/// Everything the agent needs, parsed once and never changed. Later layers receive the parts
+/// they need, never the environment.
+public struct AgentConfiguration: Sendable {
+    public var imagePath: String
+    public var diceAuthURL: String
+    public var certificatePath: String
+    public var keyPath: String
+    public var port: UInt16 = 4433
+    /// A numeric address to bind, or nil for every address (IPv6 and IPv4).
+    public var bindAddress: String?
+    public var mode: AgentMode = .once
+    /// With no device updated by then, the run ends with `.timedOut`. Nil: wait for ever.
+    public var timeout: Duration?
+    public var maxConcurrent = 64
+    /// How long transfers in flight may go on once the agent stops accepting.
+    public var gracePeriod: Duration = .seconds(60)
+    public var deadlines = Deadlines()
+    public var diceAuth = DiceAuthSettings()
+    public var logLevel: LogLevel = .info
+
+    public init(imagePath: String, diceAuthURL: String, certificatePath: String, keyPath: String) {
+        self.imagePath = imagePath
+        self.diceAuthURL = diceAuthURL
+        self.certificatePath = certificatePath
+        self.keyPath = keyPath
+    }
+}
+
+/// How the agent talks to Dice-Auth.
+public struct DiceAuthSettings: Sendable, Equatable {
+    /// A PEM file of CA certificates to trust for an https Dice-Auth, instead of the system's.
+    public var caPath: String?
+    public var retry = RetryPolicy()
+
+    public init() {}
+}

@@ -1,0 +1,239 @@
+import Foundation
+
+/// Reads the command line and the environment into an `AgentConfiguration`. A flag wins over
+/// its variable. Every problem is an `AgentError` of kind `.configuration` naming the setting.
+public enum ConfigurationParser {
+    /// What the command line asked for.
+    public enum Request: Sendable {
+        case run(AgentConfiguration)
+        case help
+        case version
+    }
+
+    /// One setting: its flag, its variable, and how to describe it in `--help`.
+    struct Setting {
+        let flag: String
+        let key: EnvironmentKey?
+        let value: String
+        let help: String
+    }
+
+    static let settings: [Setting] = [
+        Setting(flag: "--image", key: .firmwarePath, value: "PATH",
+                help: "firmware image to send (required)"),
+        Setting(flag: "--dice-auth-url", key: .diceAuthURL, value: "URL",
+                help: "Dice-Auth endpoint, http:// or https:// (required)"),
+        Setting(flag: "--cert", key: .certificatePath, value: "PATH",
+                help: "server certificate, PEM (required)"),
+        Setting(flag: "--key", key: .keyPath, value: "PATH",
+                help: "server private key, PEM (required; never logged)"),
+        Setting(flag: "--port", key: .port, value: "PORT",
+                help: "TCP port to listen on (default 4433; 0 = any free port)"),
+        Setting(flag: "--bind", key: .bindAddress, value: "ADDRESS",
+                help: "numeric address to listen on (default: all, IPv6 and IPv4)"),
+        Setting(flag: "--mode", key: .mode, value: "once|serve",
+                help: "once: exit after one device is updated (default); serve: until stopped"),
+        Setting(flag: "--timeout", key: .timeout, value: "SECONDS",
+                help: "exit 3 when no device was updated by then (default: wait for ever)"),
+        Setting(flag: "--max-concurrent", key: .maxConcurrent, value: "N",
+                help: "devices served at once; more wait in the listen queue (default 64)"),
+        Setting(flag: "--grace-period", key: .gracePeriod, value: "SECONDS",
+                help: "time left to transfers in flight when stopping (default 60)"),
+        Setting(flag: "--handshake-timeout", key: .handshakeTimeout, value: "SECONDS",
+                help: "TLS handshake deadline (default 10)"),
+        Setting(flag: "--certificate-timeout", key: .certificateTimeout, value: "SECONDS",
+                help: "deadline for the device's attestation certificate (default 10)"),
+        Setting(flag: "--dice-auth-timeout", key: .diceAuthTimeout, value: "SECONDS",
+                help: "deadline for Dice-Auth's verdict, retries included (default 60)"),
+        Setting(flag: "--stall-timeout", key: .stallTimeout, value: "SECONDS",
+                help: "longest a device may stop reading during a transfer (default 30)"),
+        Setting(flag: "--transfer-timeout", key: .transferTimeout, value: "SECONDS",
+                help: "deadline for a whole transfer (default 900)"),
+        Setting(flag: "--close-timeout", key: .closeTimeout, value: "SECONDS",
+                help: "wait for the device to close after the image (default 5)"),
+        Setting(flag: "--deadline-scale", key: .deadlineScale, value: "FACTOR",
+                help: "multiply every deadline, for slow builds (default 1)"),
+        Setting(flag: "--dice-auth-ca", key: .diceAuthCAPath, value: "PATH",
+                help: "CA certificates (PEM) to trust for an https Dice-Auth"),
+        Setting(flag: "--log-level", key: .logLevel, value: "LEVEL",
+                help: "debug, info, warning or error (default info)"),
+    ]
+
+    /// Parses `arguments` (without the program name) and `environment`.
+    public static func parse(arguments: [String], environment: [String: String]) throws(AgentError)
+        -> Request
+    {
+        var flags: [String: String] = [:]
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            index += 1
+            switch argument {
+            case "-h", "--help": return .help
+            case "--version": return .version
+            case "--serve":
+                flags["--mode"] = AgentMode.serve.rawValue
+                continue
+            default: break
+            }
+
+            let (flag, inlineValue) = split(argument)
+            guard settings.contains(where: { $0.flag == flag }) else {
+                throw .configuration("unknown option '\(argument)' (see --help)")
+            }
+            if let inlineValue {
+                flags[flag] = inlineValue
+            } else if index < arguments.count {
+                flags[flag] = arguments[index]
+                index += 1
+            } else {
+                throw .configuration("option \(flag) needs a value")
+            }
+        }
+        return .run(try build(SettingValues(flags: flags, environment: environment)))
+    }
+
+    private static func split(_ argument: String) -> (String, String?) {
+        guard argument.hasPrefix("--"), let equals = argument.firstIndex(of: "=") else {
+            return (argument, nil)
+        }
+        return (String(argument[..<equals]), String(argument[argument.index(after: equals)...]))
+    }
+
+    private static func build(_ values: SettingValues) throws(AgentError) -> AgentConfiguration {
+        var configuration = AgentConfiguration(
+            imagePath: try values.required("--image"),
+            diceAuthURL: try values.required("--dice-auth-url"),
+            certificatePath: try values.required("--cert"),
+            keyPath: try values.required("--key"))
+        try checkURL(configuration.diceAuthURL, name: values.name(of: "--dice-auth-url"))
+
+        if let port = try values.integer("--port", in: 0...65535) { configuration.port = UInt16(port) }
+        configuration.bindAddress = values.string("--bind")
+        if let mode = values.string("--mode") {
+            guard let parsed = AgentMode(rawValue: mode) else {
+                throw .configuration("\(values.name(of: "--mode")): '\(mode)' is not once or serve")
+            }
+            configuration.mode = parsed
+        }
+        configuration.timeout = try values.duration("--timeout")
+        if let limit = try values.integer("--max-concurrent", in: 1...100_000) {
+            configuration.maxConcurrent = limit
+        }
+        configuration.gracePeriod = try values.duration("--grace-period") ?? configuration.gracePeriod
+        configuration.deadlines = try deadlines(values)
+        configuration.diceAuth.caPath = values.string("--dice-auth-ca")
+        if let level = values.string("--log-level") {
+            guard let parsed = LogLevel(name: level) else {
+                throw .configuration("\(values.name(of: "--log-level")): '\(level)' is not a level")
+            }
+            configuration.logLevel = parsed
+        }
+        return configuration
+    }
+
+    private static func deadlines(_ values: SettingValues) throws(AgentError) -> Deadlines {
+        var deadlines = Deadlines()
+        deadlines.handshake = try values.duration("--handshake-timeout") ?? deadlines.handshake
+        deadlines.certificate = try values.duration("--certificate-timeout") ?? deadlines.certificate
+        deadlines.diceAuth = try values.duration("--dice-auth-timeout") ?? deadlines.diceAuth
+        deadlines.stall = try values.duration("--stall-timeout") ?? deadlines.stall
+        deadlines.transfer = try values.duration("--transfer-timeout") ?? deadlines.transfer
+        deadlines.close = try values.duration("--close-timeout") ?? deadlines.close
+        if let scale = values.string("--deadline-scale") {
+            guard let factor = Double(scale), factor > 0, factor <= 1000 else {
+                throw .configuration("\(values.name(of: "--deadline-scale")): '\(scale)' is not a "
+                    + "factor between 0 and 1000")
+            }
+            deadlines = deadlines.scaled(by: factor)
+        }
+        return deadlines
+    }
+
+    /// Checks the shape of a Dice-Auth URL; reachability is a matter for run time.
+    static func checkURL(_ text: String, name: String) throws(AgentError) {
+        guard let url = URL(string: text), let scheme = url.scheme?.lowercased() else {
+            throw .configuration("\(name): '\(text)' is not a URL")
+        }
+        guard scheme == "http" || scheme == "https" else {
+            throw .configuration("\(name): scheme '\(scheme)' is not http or https")
+        }
+        guard let host = url.host, !host.isEmpty else {
+            throw .configuration("\(name): '\(text)' has no host")
+        }
+    }
+
+    /// The text of `ota-agent --help`.
+    public static var helpText: String {
+        var lines = [
+            "usage: ota-agent [options]",
+            "",
+            "Serves a firmware image over TLS to ESP32 devices whose DICE attestation",
+            "certificate Dice-Auth verifies. Every option can also be set by the environment",
+            "variable shown; an option on the command line wins.",
+            "",
+            "options:",
+        ]
+        for setting in settings {
+            let left = "  \(setting.flag) \(setting.value)"
+            let variable = setting.key.map { "  [\($0.rawValue)]" } ?? ""
+            lines.append(left.padding(toLength: 34, withPad: " ", startingAt: 0)
+                + setting.help + variable)
+        }
+        lines += [
+            "  --serve".padding(toLength: 34, withPad: " ", startingAt: 0) + "same as --mode serve",
+            "  --help, --version",
+            "",
+            "exit codes: 0 updated (or stopped cleanly in serve mode), 1 internal error,",
+            "2 configuration or usage error, 3 timeout with no device updated,",
+            "130 / 143 stopped by SIGINT / SIGTERM with no device updated.",
+        ]
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Flag values over environment values, with typed readers whose errors name the source.
+struct SettingValues {
+    let flags: [String: String]
+    let environment: [String: String]
+
+    private func setting(_ flag: String) -> ConfigurationParser.Setting {
+        ConfigurationParser.settings.first { $0.flag == flag }!
+    }
+
+    /// How to name a setting in a message: the flag if it was given, else the variable.
+    func name(of flag: String) -> String {
+        if flags[flag] != nil { return flag }
+        return setting(flag).key.map { "\($0.rawValue)" } ?? flag
+    }
+
+    func string(_ flag: String) -> String? {
+        if let value = flags[flag] { return value.isEmpty ? nil : value }
+        return setting(flag).key.flatMap { environment[$0] }
+    }
+
+    func required(_ flag: String) throws(AgentError) -> String {
+        guard let value = string(flag) else {
+            let variable = setting(flag).key.map { "\($0.rawValue) is not set" } ?? "missing"
+            throw .configuration("\(variable) (or \(flag)): \(setting(flag).help)")
+        }
+        return value
+    }
+
+    func integer(_ flag: String, in range: ClosedRange<Int>) throws(AgentError) -> Int? {
+        guard let text = string(flag) else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            throw .configuration("\(name(of: flag)): '\(text)' is not a whole number in "
+                + "\(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+
+    func duration(_ flag: String) throws(AgentError) -> Duration? {
+        guard let text = string(flag) else { return nil }
+        guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 31_536_000 else {
+            throw .configuration("\(name(of: flag)): '\(text)' is not a number of seconds > 0")
+        }
+        return .milliseconds(Int64((seconds * 1000).rounded(.up)))
+    }
+}

@@ -1,0 +1,230 @@
+import OTACore
+
+/// The detail buffer size the C core's creation calls write into.
+private let detailCapacity = 256
+
+/// Why a C constructor returned NULL.
+private struct ConstructionFailure: Error {
+    let status: Int32
+    let detail: String
+}
+
+/// Runs a C constructor that reports through `status` and a detail buffer.
+private func construct(
+    _ body: (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<CChar>, Int) -> OpaquePointer?
+) -> Result<OpaquePointer, ConstructionFailure> {
+    var status: Int32 = 0
+    var detail = [CChar](repeating: 0, count: detailCapacity)
+    let handle = detail.withUnsafeMutableBufferPointer { buffer in
+        body(&status, buffer.baseAddress!, buffer.count)
+    }
+    if let handle { return .success(handle) }
+    let text = detail.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    return .failure(ConstructionFailure(status: status, detail: text))
+}
+
+/// The server's certificate and key, loaded and checked once, shared by every session.
+/// Read-only after creation, so any thread may use it.
+final class ServerCredentials: @unchecked Sendable {
+    let raw: OpaquePointer
+
+    init(certificatePath: String, keyPath: String) throws(AgentError) {
+        let result = construct { ota_server_config_new(certificatePath, keyPath, $0, $1, $2) }
+        switch result {
+        case .success(let handle): raw = handle
+        case .failure(let failure): throw .configuration(failure.detail)
+        }
+    }
+
+    deinit { ota_server_config_free(raw) }
+
+    var certificate: CertificateIdentity {
+        var info = ota_cert_info()
+        ota_server_config_certificate(raw, &info)
+        return CertificateIdentity(info)
+    }
+}
+
+/// The image file, opened once and read by offset by every transfer.
+final class FirmwareImage: @unchecked Sendable {
+    let raw: OpaquePointer
+    let path: String
+
+    init(path: String) throws(AgentError) {
+        self.path = path
+        switch construct({ ota_image_open(path, $0, $1, $2) }) {
+        case .success(let handle): raw = handle
+        case .failure(let failure): throw .configuration(failure.detail)
+        }
+    }
+
+    deinit { ota_image_free(raw) }
+
+    var size: UInt64 { ota_image_size(raw) }
+
+    /// SHA-256 of the file as it is now, in lower-case hex.
+    func sha256() throws(AgentError) -> String {
+        var digest = [UInt8](repeating: 0, count: 32)
+        let status = ota_image_sha256(raw, &digest)
+        guard status == OTA_OK.rawValue else {
+            throw AgentError(.internal, "cannot hash image \(path): \(statusName(status))")
+        }
+        return hex(digest)
+    }
+}
+
+/// A cancellation source: once fired, every blocking core call given it returns promptly.
+final class CancelSource: @unchecked Sendable {
+    let raw: OpaquePointer
+
+    init() throws(AgentError) {
+        guard let handle = ota_cancel_new() else {
+            throw AgentError(.internal, "cannot create a cancellation event (eventfd)")
+        }
+        raw = handle
+    }
+
+    deinit { ota_cancel_free(raw) }
+
+    func fire() { ota_cancel_fire(raw) }
+    var isFired: Bool { ota_cancel_is_fired(raw) != 0 }
+
+    /// Sleeps up to `duration`; true when woken by cancellation instead.
+    func wait(_ duration: Duration) -> Bool {
+        ota_cancel_wait(raw, duration.milliseconds) == OTA_ERR_CANCELLED.rawValue
+    }
+}
+
+/// The listening socket. Closed in deinit, after every accept has returned.
+final class Listener: @unchecked Sendable {
+    let raw: OpaquePointer
+
+    init(bindAddress: String?, port: UInt16, backlog: Int32) throws(AgentError) {
+        switch construct({ ota_listener_new(bindAddress, port, backlog, $0, $1, $2) }) {
+        case .success(let handle): raw = handle
+        case .failure(let failure):
+            let name = bindAddress == nil ? "OTA_PORT" : "OTA_BIND/OTA_PORT"
+            throw .configuration("\(name): \(failure.detail)")
+        }
+    }
+
+    deinit { ota_listener_free(raw) }
+
+    var port: UInt16 { ota_listener_port(raw) }
+    var address: String { String(cString: ota_listener_address(raw)) }
+
+    enum Accepted {
+        case connection(fd: Int32, peer: String, port: UInt16)
+        case timedOut
+        case stopped
+        case failed(String)
+    }
+
+    /// Blocks until a device connects, the timeout passes or `cancel` fires.
+    func accept(timeout: Duration?, cancel: CancelSource) -> Accepted {
+        var fd: Int32 = -1
+        var peerPort: UInt16 = 0
+        var peer = [CChar](repeating: 0, count: 128)
+        let timeoutMs = timeout.map { max(0, $0.milliseconds) } ?? -1
+        let status = peer.withUnsafeMutableBufferPointer { buffer in
+            ota_listener_accept(raw, timeoutMs, cancel.raw, &fd, buffer.baseAddress!, buffer.count,
+                                &peerPort)
+        }
+        let text = peer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        switch status {
+        case OTA_OK.rawValue: return .connection(fd: fd, peer: text, port: peerPort)
+        case OTA_ERR_TIMEOUT.rawValue: return .timedOut
+        case OTA_ERR_CANCELLED.rawValue: return .stopped
+        default: return .failed(text)
+        }
+    }
+
+    /// Makes a blocked accept, and every later one, return `.stopped`. Any thread.
+    func interrupt() { ota_listener_interrupt(raw) }
+}
+
+/// The result of one core call on a session.
+struct CoreFailure: Error {
+    let status: Int32
+    let detail: String
+
+    var name: String { statusName(status) }
+}
+
+/// One device's TLS session. Used by one thread; ended by finish, refuse or abort.
+final class DeviceConnection {
+    private let raw: OpaquePointer
+
+    /// Takes ownership of `fd`; on failure it has been reset and closed.
+    init?(credentials: ServerCredentials, fd: Int32, cancel: CancelSource) {
+        guard let handle = ota_conn_new(credentials.raw, fd, cancel.raw) else { return nil }
+        raw = handle
+    }
+
+    deinit { ota_conn_free(raw) }
+
+    private func check(_ status: Int32) throws(CoreFailure) {
+        guard status == OTA_OK.rawValue else {
+            throw CoreFailure(status: status, detail: String(cString: ota_conn_detail(raw)))
+        }
+    }
+
+    func handshake(within deadline: Duration) throws(CoreFailure) {
+        try check(ota_conn_handshake(raw, deadline.milliseconds))
+    }
+
+    var protocolName: String { String(cString: ota_conn_protocol(raw)) }
+    var cipher: String { String(cString: ota_conn_cipher(raw)) }
+    var transferPath: String { String(cString: ota_conn_transfer_path(raw)) }
+
+    func readCertificate(within deadline: Duration) throws(CoreFailure) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: Int(OTA_DER_MAX_LENGTH))
+        var length = 0
+        let status = ota_conn_read_certificate(raw, &buffer, buffer.count, &length,
+                                               deadline.milliseconds)
+        try check(status)
+        return Array(buffer.prefix(length))
+    }
+
+    /// Sends the image; `progress` runs on this thread after each block.
+    func send(image: FirmwareImage, deadlines: Deadlines,
+              progress: (UInt64, UInt64) -> Void) -> (bytes: UInt64, failure: CoreFailure?)
+    {
+        var limits = ota_transfer_limits(stall_timeout_ms: deadlines.stall.milliseconds,
+                                         total_timeout_ms: deadlines.transfer.milliseconds)
+        var sent: UInt64 = 0
+        let status = withoutActuallyEscaping(progress) { callback in
+            withUnsafePointer(to: callback) { pointer in
+                ota_conn_send_image(raw, image.raw, &limits, { context, done, total in
+                    let callback = context!.assumingMemoryBound(
+                        to: ((UInt64, UInt64) -> Void).self)
+                    callback.pointee(done, total)
+                }, UnsafeMutableRawPointer(mutating: pointer), &sent)
+            }
+        }
+        if status == OTA_OK.rawValue { return (sent, nil) }
+        return (sent, CoreFailure(status: status, detail: String(cString: ota_conn_detail(raw))))
+    }
+
+    func finish(within deadline: Duration) throws(CoreFailure) {
+        try check(ota_conn_finish(raw, deadline.milliseconds))
+    }
+
+    func refuse() { ota_conn_refuse(raw) }
+    func abort() { ota_conn_abort(raw) }
+}
+
+func statusName(_ status: Int32) -> String { String(cString: ota_status_name(status)) }
+
+func hex(_ bytes: some Sequence<UInt8>) -> String {
+    bytes.map { String(format: "%02x", $0) }.joined()
+}
+
+/// The C core's status codes, as plain integers for comparisons.
+enum CoreStatus {
+    static let ok = OTA_OK.rawValue
+    static let closed = OTA_ERR_CLOSED.rawValue
+    static let timeout = OTA_ERR_TIMEOUT.rawValue
+    static let protocolError = OTA_ERR_PROTOCOL.rawValue
+    static let cancelled = OTA_ERR_CANCELLED.rawValue
+}

@@ -1,0 +1,170 @@
+import Foundation
+
+/// How one device session ended.
+public enum SessionOutcome: String, Sendable {
+    /// The device received the whole image and the session ended cleanly.
+    case updated
+    /// The device was refused (not verified, or bad attestation input); nothing was sent.
+    case refused
+    /// The session broke (deadline, reset, TLS error, image changed); ended with a reset if
+    /// any image byte had been sent.
+    case failed
+}
+
+/// The phase a session was in when it ended.
+public enum SessionPhase: String, Sendable {
+    case handshake, certificate, attestation, transfer, close, done
+}
+
+/// What happened to one device, as logged and as reported to embedders.
+public struct SessionRecord: Sendable {
+    public let peer: String
+    public var certificate: CertificateIdentity?
+    public var verdict: Verdict?
+    public var diceAuthDuration: Duration?
+    public var bytesSent: UInt64 = 0
+    public var duration: Duration = .zero
+    public var outcome: SessionOutcome = .failed
+    public var phase: SessionPhase = .handshake
+    public var reason = ""
+}
+
+/// Everything a session needs from the agent, shared read-only by all sessions.
+struct SessionContext: Sendable {
+    let credentials: ServerCredentials
+    let image: FirmwareImage
+    let diceAuth: DiceAuthClient
+    let deadlines: Deadlines
+    let cancel: CancelSource
+    let logger: Logger
+}
+
+/// One device, from accept to the end of its connection. Runs on a thread of its own: every
+/// call here blocks, within the phase's deadline.
+struct DeviceSession {
+    let context: SessionContext
+    let peer: String
+
+    func run(fd: Int32) -> SessionRecord {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var record = SessionRecord(peer: peer)
+        guard let connection = DeviceConnection(credentials: context.credentials, fd: fd,
+                                                cancel: context.cancel) else {
+            record.reason = "cannot set up a TLS session (out of memory?)"
+            return record
+        }
+
+        serve(connection, &record)
+        record.duration = clock.now - start
+        log(record)
+        return record
+    }
+
+    private func serve(_ connection: DeviceConnection, _ record: inout SessionRecord) {
+        do throws(CoreFailure) {
+            try connection.handshake(within: context.deadlines.handshake)
+            context.logger.debug("handshake", [LogField("device", peer),
+                LogField("protocol", connection.protocolName), LogField("cipher", connection.cipher)])
+
+            record.phase = .certificate
+            let der = try connection.readCertificate(within: context.deadlines.certificate)
+            record.certificate = AttestationCertificate.identity(ofDER: der)
+
+            record.phase = .attestation
+            guard attest(der, &record) else {
+                record.outcome = .refused
+                connection.refuse()
+                return
+            }
+
+            record.phase = .transfer
+            try transfer(connection, &record)
+            record.phase = .done
+            record.outcome = .updated
+        } catch {
+            end(connection, after: error, &record)
+        }
+    }
+
+    /// Asks Dice-Auth; true only for a verified device.
+    private func attest(_ der: [UInt8], _ record: inout SessionRecord) -> Bool {
+        let report = context.diceAuth.verify(pem: AttestationCertificate.pem(fromDER: der),
+                                             deadline: context.deadlines.diceAuth,
+                                             cancel: context.cancel)
+        record.verdict = report.verdict
+        record.diceAuthDuration = report.duration
+        var fields = identityFields(record) + [
+            LogField("verdict", report.verdict.name),
+            LogField("http_status", report.httpStatus),
+            LogField("attempts", report.attempts),
+            LogField("dice_auth_ms", Int(report.duration.milliseconds)),
+        ]
+        if case .unavailable(let reason) = report.verdict {
+            fields.append(LogField("reason", reason))
+        }
+        context.logger.info("verdict", fields)
+        if !report.verdict.isVerified {
+            record.reason = "Dice-Auth did not verify the certificate"
+        }
+        return report.verdict.isVerified
+    }
+
+    private func transfer(_ connection: DeviceConnection,
+                          _ record: inout SessionRecord) throws(CoreFailure)
+    {
+        let (bytes, failure) = connection.send(image: context.image, deadlines: context.deadlines,
+                                               progress: { _, _ in })
+        record.bytesSent = bytes
+        if let failure { throw failure }
+
+        record.phase = .close
+        context.logger.debug("transfer-sent", [LogField("device", peer), LogField("bytes", bytes),
+                                               LogField("path", connection.transferPath)])
+        try connection.finish(within: context.deadlines.close)
+    }
+
+    /// Ends a broken session: a refusal before any image byte, a reset after.
+    private func end(_ connection: DeviceConnection, after failure: CoreFailure,
+                     _ record: inout SessionRecord)
+    {
+        record.reason = failure.detail.isEmpty ? failure.name : failure.detail
+        let badInput = failure.status == CoreStatus.protocolError && record.phase == .certificate
+        record.outcome = badInput ? .refused : .failed
+        if record.phase == .close {
+            // finish() fails only when close_notify could not go out, and has reset already.
+            return
+        }
+        if record.phase == .transfer || failure.status == CoreStatus.cancelled {
+            connection.abort()
+        } else {
+            connection.refuse()
+        }
+    }
+
+    private func identityFields(_ record: SessionRecord) -> [LogField] {
+        var fields = [LogField("device", peer)]
+        if let certificate = record.certificate {
+            fields.append(LogField("cert", certificate.subject))
+            fields.append(LogField("fp", certificate.shortFingerprint))
+        }
+        return fields
+    }
+
+    private func log(_ record: SessionRecord) {
+        var fields = identityFields(record) + [
+            LogField("outcome", record.outcome.rawValue),
+            LogField("phase", record.phase.rawValue),
+            LogField("verdict", record.verdict?.name ?? "none"),
+            LogField("bytes", record.bytesSent),
+            LogField("ms", Int(record.duration.milliseconds)),
+        ]
+        if let diceAuth = record.diceAuthDuration {
+            fields.append(LogField("dice_auth_ms", Int(diceAuth.milliseconds)))
+        }
+        if !record.reason.isEmpty {
+            fields.append(LogField("reason", record.reason))
+        }
+        context.logger.log(record.outcome == .updated ? .info : .warning, "session-end", fields)
+    }
+}

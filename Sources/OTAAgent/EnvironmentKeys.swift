@@ -1,0 +1,31 @@
+/// Every environment variable the agent reads, in one place. The first four are the names
+/// today's deployments already set; they must never change.
+public enum EnvironmentKey: String, CaseIterable, Sendable {
+    case firmwarePath = "NEW_FIRMWARE_PATH"
+    case diceAuthURL = "DICE_AUTH_URL"
+    case certificatePath = "SERVER_CRT_PATH"
+    case keyPath = "SERVER_KEY_PATH"
+    case port = "OTA_PORT"
+    case bindAddress = "OTA_BIND"
+    case mode = "OTA_MODE"
+    case timeout = "OTA_TIMEOUT"
+    case maxConcurrent = "OTA_MAX_CONCURRENT"
+    case gracePeriod = "OTA_GRACE_PERIOD"
+    case deadlineScale = "OTA_DEADLINE_SCALE"
+    case handshakeTimeout = "OTA_HANDSHAKE_TIMEOUT"
+    case certificateTimeout = "OTA_CERTIFICATE_TIMEOUT"
+    case diceAuthTimeout = "OTA_DICE_AUTH_TIMEOUT"
+    case stallTimeout = "OTA_STALL_TIMEOUT"
+    case transferTimeout = "OTA_TRANSFER_TIMEOUT"
+    case closeTimeout = "OTA_CLOSE_TIMEOUT"
+    case diceAuthCAPath = "DICE_AUTH_CA_PATH"
+    case logLevel = "OTA_LOG_LEVEL"
+}
+
+extension Dictionary where Key == String, Value == String {
+    /// The value of an agent variable; an empty value counts as unset.
+    subscript(key: EnvironmentKey) -> String? {
+        guard let value = self[key.rawValue], !value.isEmpty else { return nil }
+        return value
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+
+/// Severity of a log line.
+public enum LogLevel: Int, Comparable, Sendable {
+    case debug, info, warning, error
+
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "debug": self = .debug
+        case "info": self = .info
+        case "warning", "warn": self = .warning
+        case "error": self = .error
+        default: return nil
+        }
+    }
+
+    var name: String {
+        switch self {
+        case .debug: "debug"
+        case .info: "info"
+        case .warning: "warning"
+        case .error: "error"
+        }
+    }
+
+    public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// One `key=value` field of a log line. Key material never goes into one.
+public struct LogField: Sendable {
+    public let key: String
+    public let value: String
+
+    public init(_ key: String, _ value: String) {
+        self.key = key
+        self.value = value
+    }
+
+    public init(_ key: String, _ value: some BinaryInteger) {
+        self.init(key, String(value))
+    }
+}
+
+/// Writes one line per event: UTC time, level, event name, then fields.
+///
+///     2026-12-04T17:10:00.123Z info listening address=:: port=4433
+///
+/// Safe to use from any thread; lines never interleave.
+public final class Logger: @unchecked Sendable {
+    public typealias Sink = @Sendable (String) -> Void
+
+    private let minimum: LogLevel
+    private let sink: Sink
+    private let lock = NSLock()
+
+    /// A logger writing to `sink`, standard error by default.
+    public init(level: LogLevel = .info, sink: Sink? = nil) {
+        self.minimum = level
+        self.sink = sink ?? { line in
+            // One write(2) per line: lines from several threads never mix.
+            let bytes = Array((line + "\n").utf8)
+            bytes.withUnsafeBytes { buffer in
+                var offset = 0
+                while offset < buffer.count {
+                    let written = write(STDERR_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
+                    if written <= 0 { break }
+                    offset += written
+                }
+            }
+        }
+    }
+
+    public func log(_ level: LogLevel, _ event: String, _ fields: [LogField] = []) {
+        guard level >= minimum else { return }
+
+        var line = "\(Self.timestamp()) \(level.name) \(event)"
+        for field in fields {
+            line += " \(field.key)=\(Self.quoted(field.value))"
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        sink(line)
+    }
+
+    public func debug(_ event: String, _ fields: [LogField] = []) { log(.debug, event, fields) }
+    public func info(_ event: String, _ fields: [LogField] = []) { log(.info, event, fields) }
+    public func warning(_ event: String, _ fields: [LogField] = []) { log(.warning, event, fields) }
+    public func error(_ event: String, _ fields: [LogField] = []) { log(.error, event, fields) }
+
+    /// Values with spaces, quotes or `=` are quoted so a line stays machine-splittable.
+    static func quoted(_ value: String) -> String {
+        if !value.isEmpty && !value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) {
+            return value
+        }
+        let escaped = value.replacingOccurrences(of: "\\", with: "\\\\")
+            .replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+        return "\"\(escaped)\""
+    }
+
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let milliseconds = now.tv_nsec / 1_000_000
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                      Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                      Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(milliseconds))
+    }
+}
