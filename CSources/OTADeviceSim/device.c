@@ -343,7 +343,13 @@ static bool take_image_bytes(struct device_session *session, size_t count)
 static bool receive_image(struct device_session *session)
 {
     struct device_result *result = session->result;
+    unsigned pause_ms = session->job->options->read_pause_ms;
     for (;;) {
+        if (pause_ms > 0 && result->byte_count > 0 &&
+            !transport_sleep(&session->transport, pause_ms)) {
+            fail_timeout(session, PHASE_RECEIVE);
+            return false;
+        }
         int status = mbedtls_ssl_read(&session->ssl, session->read_buffer,
                                       session->job->options->read_size);
         if (status > 0) {

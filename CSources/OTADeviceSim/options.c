@@ -29,6 +29,7 @@ enum option_id {
     OPTION_CHUNK,
     OPTION_PAUSE_MS,
     OPTION_DELAY_MS,
+    OPTION_READ_PAUSE_MS,
     OPTION_PAYLOAD,
     OPTION_READ_SIZE,
     OPTION_TIMEOUT_MS,
@@ -54,6 +55,7 @@ static const struct option_spec option_specs[] = {
     {"chunk", OPTION_CHUNK, true},
     {"pause-ms", OPTION_PAUSE_MS, true},
     {"delay-ms", OPTION_DELAY_MS, true},
+    {"read-pause-ms", OPTION_READ_PAUSE_MS, true},
     {"payload", OPTION_PAYLOAD, true},
     {"read-size", OPTION_READ_SIZE, true},
     {"timeout-ms", OPTION_TIMEOUT_MS, true},
@@ -83,6 +85,8 @@ static const char usage_text[] =
     "  --payload PATH       send this file's raw bytes instead of the certificate;\n"
     "                       --cert is then optional\n"
     "  --read-size BYTES    size of each read (default 64, as the field devices do)\n"
+    "  --read-pause-ms MS   pause before each read after the first image byte: a slow\n"
+    "                       device, or (with a long pause) one that stops reading\n"
     "  --timeout-ms MS      give up on a device after this long in all (default 120000)\n"
     "  --expect-sha256 HEX  the image's expected SHA-256; a difference is outcome=mismatch\n"
     "  --quiet              no progress on stderr\n"
@@ -238,6 +242,7 @@ static bool apply_milliseconds_option(const struct option_spec *spec, const char
     switch (spec->id) {
     case OPTION_PAUSE_MS: options->pause_ms = (unsigned) number; break;
     case OPTION_DELAY_MS: options->delay_ms = (unsigned) number; break;
+    case OPTION_READ_PAUSE_MS: options->read_pause_ms = (unsigned) number; break;
     case OPTION_TIMEOUT_MS: options->timeout_ms = (unsigned) number; break;
     default: break;
     }
@@ -254,6 +259,7 @@ static bool apply_option(const struct option_spec *spec, const char *value,
     case OPTION_PORT: case OPTION_DEVICES: case OPTION_CHUNK: case OPTION_READ_SIZE:
         return apply_number_option(spec, value, options);
     case OPTION_PAUSE_MS: case OPTION_DELAY_MS: case OPTION_TIMEOUT_MS:
+    case OPTION_READ_PAUSE_MS:
         return apply_milliseconds_option(spec, value, options);
     case OPTION_EXPECT_SHA256:
         if (!parse_sha256(value, options->expected_sha256)) {

@@ -29,6 +29,7 @@ struct sim_options {
     unsigned pause_ms;
     unsigned delay_ms;
     size_t read_size;
+    unsigned read_pause_ms;      /* pause before each read once data has arrived */
     unsigned timeout_ms;
     bool has_expected_sha256;
     unsigned char expected_sha256[SHA256_LENGTH];
