@@ -15,7 +15,7 @@ let package = Package(
     products: [
         .executable(name: "ota-agent", targets: ["ota-agent"]),
         .library(name: "OTAAgent", targets: ["OTAAgent"]),
-        .library(name: "OTACore", targets: ["OTACore"]),
+        .library(name: "OTACore", type: .static, targets: ["OTACore"]),
         .executable(name: "ota-device-sim", targets: ["OTADeviceSim"]),
         .executable(name: "dice-auth-verifier", targets: ["DiceAuthVerifier"]),
     ],

@@ -758,19 +758,24 @@ ota_mbedtls_is_agent_name(const unsigned char *text, size_t length)
 static int
 ota_mbedtls_has_agent_name(const mbedtls_x509_crt *certificate)
 {
+    /* The same rule as the devices' own check: DNS names when the certificate has a
+     * subjectAltName extension, the CN only when it has none. */
+    if (certificate->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) {
+        const unsigned char dns_tag = MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_DNS_NAME;
+        for (const mbedtls_x509_sequence *name = &certificate->subject_alt_names; name != NULL;
+             name = name->next) {
+            if (name->buf.p != NULL && name->buf.tag == dns_tag &&
+                ota_mbedtls_is_agent_name(name->buf.p, name->buf.len)) {
+                return 1;
+            }
+        }
+        return 0;
+    }
+
     for (const mbedtls_x509_name *entry = &certificate->subject; entry != NULL;
          entry = entry->next) {
         if (entry->oid.p != NULL && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &entry->oid) == 0 &&
             ota_mbedtls_is_agent_name(entry->val.p, entry->val.len)) {
-            return 1;
-        }
-    }
-
-    const unsigned char dns_tag = MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_DNS_NAME;
-    for (const mbedtls_x509_sequence *name = &certificate->subject_alt_names; name != NULL;
-         name = name->next) {
-        if (name->buf.p != NULL && name->buf.tag == dns_tag &&
-            ota_mbedtls_is_agent_name(name->buf.p, name->buf.len)) {
             return 1;
         }
     }

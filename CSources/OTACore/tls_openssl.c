@@ -87,6 +87,8 @@ ota_openssl_configure(SSL_CTX *context)
     SSL_CTX_set_mode(context, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
+    /* TLS 1.3 sends tickets even with SSL_OP_NO_TICKET unless told to send none. */
+    SSL_CTX_set_num_tickets(context, 0);
     if (SSL_CTX_set_cipher_list(context, ota_openssl_tls12_ciphers) != 1) {
         return OTA_ERR_INTERNAL;
     }
