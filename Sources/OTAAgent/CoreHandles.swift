@@ -32,8 +32,17 @@ final class ServerCredentials: @unchecked Sendable {
         let result = construct { ota_server_config_new(certificatePath, keyPath, $0, $1, $2) }
         switch result {
         case .success(let handle): raw = handle
-        case .failure(let failure): throw .configuration(failure.detail)
+        case .failure(let failure): throw .configuration("\(Self.settingName(failure.detail)): \(failure.detail)")
         }
+    }
+
+    /// Which setting a credentials failure is about, for the message.
+    private static func settingName(_ detail: String) -> String {
+        if detail.contains("do not match") {
+            return "\(EnvironmentKey.certificatePath.rawValue) / \(EnvironmentKey.keyPath.rawValue)"
+        }
+        let aboutKey = detail.contains("key")
+        return (aboutKey ? EnvironmentKey.keyPath : EnvironmentKey.certificatePath).rawValue
     }
 
     deinit { ota_server_config_free(raw) }
@@ -54,7 +63,8 @@ final class FirmwareImage: @unchecked Sendable {
         self.path = path
         switch construct({ ota_image_open(path, $0, $1, $2) }) {
         case .success(let handle): raw = handle
-        case .failure(let failure): throw .configuration(failure.detail)
+        case .failure(let failure):
+            throw .configuration("\(EnvironmentKey.firmwarePath.rawValue): \(failure.detail)")
         }
     }
 
