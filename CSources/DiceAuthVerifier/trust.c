@@ -83,8 +83,13 @@ X509_STORE *trust_load_roots(const char *directory)
         return NULL;
     }
     X509_STORE *store = X509_STORE_new();
+    if (store == NULL) {
+        fputs("dice-auth-verifier: out of memory\n", stderr);
+        closedir(listing);
+        return NULL;
+    }
     int total = 0;
-    int added = store != NULL ? 0 : -1;
+    int added = 0;
     const struct dirent *entry = NULL;
     while (added >= 0 && (entry = readdir(listing)) != NULL) {
         added = load_root_entry(store, directory, entry->d_name);

@@ -89,29 +89,52 @@ ota_conn_wait_for(ota_conn *conn, int want, int64_t deadline, int64_t second_dea
     return OTA_OK;
 }
 
+/* One non-blocking backend step: OTA_TLS_DONE, a WANT, or a negative status. */
+typedef int (*ota_conn_step)(ota_conn *conn, void *argument);
+
+/* Runs one backend step with SIGPIPE held off (see sigpipe.c). */
+static int
+ota_conn_step_once(ota_conn *conn, ota_conn_step step, void *argument)
+{
+    struct ota_sigpipe_state sigpipe;
+    ota_sigpipe_block(&sigpipe);
+    int result = step(conn, argument);
+    ota_sigpipe_restore(&sigpipe);
+    return result;
+}
+
+/* Repeats a step until it is done or fails, waiting on the socket before `deadline`. */
+static int
+ota_conn_drive(ota_conn *conn, ota_conn_step step, void *argument, int64_t deadline,
+               const char *phase)
+{
+    for (;;) {
+        int result = ota_conn_step_once(conn, step, argument);
+        if (result == OTA_TLS_DONE || result < 0) {
+            return result;
+        }
+
+        int status = ota_conn_wait_for(conn, result, deadline, INT64_MAX, phase);
+        if (status != OTA_OK) {
+            return status;
+        }
+    }
+}
+
+static int
+ota_conn_handshake_step(ota_conn *conn, void *unused)
+{
+    return ota_tls_session_handshake(conn->session, conn->detail, sizeof(conn->detail));
+}
+
 int
 ota_conn_handshake(ota_conn *conn, int timeout_ms)
 {
     if (conn == NULL || conn->session == NULL) {
         return OTA_ERR_USAGE;
     }
-
-    int64_t deadline = ota_deadline_after(timeout_ms);
-    for (;;) {
-        struct ota_sigpipe_state sigpipe;
-        ota_sigpipe_block(&sigpipe);
-        int result = ota_tls_session_handshake(conn->session, conn->detail,
-                                               sizeof(conn->detail));
-        ota_sigpipe_restore(&sigpipe);
-        if (result == OTA_TLS_DONE || result < 0) {
-            return result;
-        }
-
-        int status = ota_conn_wait_for(conn, result, deadline, INT64_MAX, "handshake");
-        if (status != OTA_OK) {
-            return status;
-        }
-    }
+    return ota_conn_drive(conn, ota_conn_handshake_step, NULL, ota_deadline_after(timeout_ms),
+                          "handshake");
 }
 
 const char *
@@ -126,26 +149,19 @@ ota_conn_cipher(const ota_conn *conn)
     return conn == NULL || conn->session == NULL ? "" : ota_tls_session_cipher(conn->session);
 }
 
-/* Reads between 1 and `capacity` bytes of application data before `deadline`. */
-static int
-ota_conn_read_some(ota_conn *conn, uint8_t *buffer, size_t capacity, size_t *received,
-                   int64_t deadline, const char *phase)
-{
-    for (;;) {
-        struct ota_sigpipe_state sigpipe;
-        ota_sigpipe_block(&sigpipe);
-        int result = ota_tls_session_read(conn->session, buffer, capacity, received,
-                                          conn->detail, sizeof(conn->detail));
-        ota_sigpipe_restore(&sigpipe);
-        if (result == OTA_TLS_DONE || result < 0) {
-            return result;
-        }
+/* Where a read step puts its bytes. */
+struct ota_read_request {
+    uint8_t *buffer;
+    size_t capacity;
+    size_t received;
+};
 
-        int status = ota_conn_wait_for(conn, result, deadline, INT64_MAX, phase);
-        if (status != OTA_OK) {
-            return status;
-        }
-    }
+static int
+ota_conn_read_step(ota_conn *conn, void *argument)
+{
+    struct ota_read_request *request = argument;
+    return ota_tls_session_read(conn->session, request->buffer, request->capacity,
+                                &request->received, conn->detail, sizeof(conn->detail));
 }
 
 /* After a complete certificate: anything already sent behind it is a protocol error. */
@@ -153,12 +169,8 @@ static int
 ota_conn_check_nothing_follows(ota_conn *conn)
 {
     uint8_t probe[1];
-    size_t received = 0;
-    struct ota_sigpipe_state sigpipe;
-    ota_sigpipe_block(&sigpipe);
-    int result = ota_tls_session_read(conn->session, probe, sizeof(probe), &received,
-                                      conn->detail, sizeof(conn->detail));
-    ota_sigpipe_restore(&sigpipe);
+    struct ota_read_request request = {.buffer = probe, .capacity = sizeof(probe)};
+    int result = ota_conn_step_once(conn, ota_conn_read_step, &request);
 
     if (result == OTA_TLS_DONE) {
         ota_detail_set(conn->detail, sizeof(conn->detail),
@@ -201,9 +213,9 @@ ota_conn_read_certificate(ota_conn *conn, uint8_t *buffer, size_t max_length, si
         }
 
         /* Read no further than the framing asks, so a trailing byte stays visible. */
-        size_t received = 0;
-        int status = ota_conn_read_some(conn, buffer + filled, needed - filled, &received,
-                                        deadline, "certificate");
+        struct ota_read_request request = {.buffer = buffer + filled,
+                                           .capacity = needed - filled};
+        int status = ota_conn_drive(conn, ota_conn_read_step, &request, deadline, "certificate");
         if (status == OTA_ERR_CLOSED) {
             ota_detail_set(conn->detail, sizeof(conn->detail),
                            "certificate: device closed after %zu bytes", filled);
@@ -211,8 +223,23 @@ ota_conn_read_certificate(ota_conn *conn, uint8_t *buffer, size_t max_length, si
         if (status != OTA_OK) {
             return status;
         }
-        filled += received;
+        filled += request.received;
     }
+}
+
+/* What a write step sends. */
+struct ota_write_request {
+    const uint8_t *block;
+    size_t length;
+    size_t written;
+};
+
+static int
+ota_conn_write_step(ota_conn *conn, void *argument)
+{
+    struct ota_write_request *request = argument;
+    return ota_tls_session_write(conn->session, request->block, request->length,
+                                 &request->written, conn->detail, sizeof(conn->detail));
 }
 
 /* Writes one block in full, waiting for the device within the transfer's deadlines. */
@@ -222,17 +249,13 @@ ota_conn_write_block(ota_conn *conn, const uint8_t *block, size_t length,
 {
     size_t done = 0;
     while (done < length) {
-        size_t written = 0;
-        struct ota_sigpipe_state sigpipe;
-        ota_sigpipe_block(&sigpipe);
-        int result = ota_tls_session_write(conn->session, block + done, length - done,
-                                           &written, conn->detail, sizeof(conn->detail));
-        ota_sigpipe_restore(&sigpipe);
+        struct ota_write_request request = {.block = block + done, .length = length - done};
+        int result = ota_conn_step_once(conn, ota_conn_write_step, &request);
         if (result < 0) {
             return result;
         }
         if (result == OTA_TLS_DONE) {
-            done += written;
+            done += request.written;
             continue;
         }
 
@@ -327,25 +350,17 @@ ota_conn_transfer_path(const ota_conn *conn)
     return conn == NULL ? "" : conn->transfer_path;
 }
 
+static int
+ota_conn_close_notify_step(ota_conn *conn, void *unused)
+{
+    return ota_tls_session_close_notify(conn->session, conn->detail, sizeof(conn->detail));
+}
+
 /* Sends close_notify before `deadline`. */
 static int
 ota_conn_send_close_notify(ota_conn *conn, int64_t deadline)
 {
-    for (;;) {
-        struct ota_sigpipe_state sigpipe;
-        ota_sigpipe_block(&sigpipe);
-        int result = ota_tls_session_close_notify(conn->session, conn->detail,
-                                                  sizeof(conn->detail));
-        ota_sigpipe_restore(&sigpipe);
-        if (result == OTA_TLS_DONE || result < 0) {
-            return result;
-        }
-
-        int status = ota_conn_wait_for(conn, result, deadline, INT64_MAX, "close");
-        if (status != OTA_OK) {
-            return status;
-        }
-    }
+    return ota_conn_drive(conn, ota_conn_close_notify_step, NULL, deadline, "close");
 }
 
 /*

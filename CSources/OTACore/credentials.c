@@ -3,8 +3,12 @@
  * layer over the backend so that callers never see which library does the work.
  */
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ota_internal.h"
 #include "tls_backend.h"
@@ -18,6 +22,29 @@ struct ota_sha256_ctx {
     struct ota_tls_sha256 *backend;
 };
 
+/*
+ * Reports a file that cannot be read with errno text, before either TLS library gets to give
+ * its vaguer message.
+ */
+static int
+ota_check_readable(const char *path, const char *what, char *detail, size_t detail_size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        ota_detail_set(detail, detail_size, "cannot read %s %s: %s", what, path, strerror(errno));
+        return OTA_ERR_IO;
+    }
+
+    struct stat info;
+    int is_regular = fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
+    close(fd);
+    if (!is_regular) {
+        ota_detail_set(detail, detail_size, "cannot read %s %s: not a regular file", what, path);
+        return OTA_ERR_IO;
+    }
+    return OTA_OK;
+}
+
 ota_server_config *
 ota_server_config_new(const char *certificate_path, const char *key_path, int *status,
                       char *detail, size_t detail_size)
@@ -27,6 +54,14 @@ ota_server_config_new(const char *certificate_path, const char *key_path, int *s
     if (certificate_path == NULL || key_path == NULL) {
         *status = OTA_ERR_USAGE;
         ota_detail_set(detail, detail_size, "certificate and key paths are required");
+        return NULL;
+    }
+
+    *status = ota_check_readable(certificate_path, "certificate", detail, detail_size);
+    if (*status == OTA_OK) {
+        *status = ota_check_readable(key_path, "private key", detail, detail_size);
+    }
+    if (*status != OTA_OK) {
         return NULL;
     }
 

@@ -137,34 +137,6 @@ ota_mbedtls_errno_text(int error, char *text, size_t text_size)
 
 /* ---- credentials --------------------------------------------------------------------------- */
 
-/*
- * Opens the file once so that a missing or unreadable file is reported with errno's words;
- * mbedTLS would only say "file I/O error". A directory opens fine, so it is caught here too.
- */
-static int
-ota_mbedtls_check_readable(const char *path, const char *what, char *detail,
-                           size_t detail_size)
-{
-    char reason[128];
-    FILE *file = fopen(path, "rb");
-    if (file == NULL) {
-        int error = errno;
-        ota_detail_set(detail, detail_size, "cannot read %s file %s: %s", what, path,
-                       ota_mbedtls_errno_text(error, reason, sizeof(reason)));
-        return OTA_ERR_IO;
-    }
-
-    struct stat status;
-    int is_directory = fstat(fileno(file), &status) == 0 && S_ISDIR(status.st_mode);
-    fclose(file);
-    if (is_directory) {
-        ota_detail_set(detail, detail_size, "cannot read %s file %s: %s", what, path,
-                       ota_mbedtls_errno_text(EISDIR, reason, sizeof(reason)));
-        return OTA_ERR_IO;
-    }
-    return OTA_OK;
-}
-
 static int
 ota_mbedtls_load_certificate(struct ota_tls_credentials *credentials, const char *path,
                              char *detail, size_t detail_size)
@@ -327,15 +299,7 @@ ota_tls_credentials_load(const char *certificate_path, const char *key_path,
         return OTA_ERR_USAGE;
     }
 
-    int status = ota_mbedtls_check_readable(certificate_path, "certificate", detail,
-                                            detail_size);
-    if (status == OTA_OK) {
-        status = ota_mbedtls_check_readable(key_path, "key", detail, detail_size);
-    }
-    if (status != OTA_OK) {
-        return status;
-    }
-
+    int status;
     struct ota_tls_credentials *loaded = calloc(1, sizeof(*loaded));
     if (loaded == NULL) {
         ota_detail_set(detail, detail_size, "out of memory");

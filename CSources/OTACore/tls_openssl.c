@@ -63,20 +63,6 @@ ota_openssl_detail(char *detail, size_t detail_size, const char *call)
     ERR_clear_error();
 }
 
-/* Reports a file that cannot be opened with errno text, before OpenSSL's vaguer message. */
-static int
-ota_openssl_check_readable(const char *path, const char *what, char *detail, size_t detail_size)
-{
-    FILE *file = fopen(path, "rb");
-    if (file == NULL) {
-        ota_detail_set(detail, detail_size, "cannot read %s %s: %s", what, path,
-                       strerror(errno));
-        return OTA_ERR_IO;
-    }
-    fclose(file);
-    return OTA_OK;
-}
-
 static int
 ota_openssl_configure(SSL_CTX *context)
 {
@@ -149,15 +135,7 @@ ota_tls_credentials_load(const char *certificate_path, const char *key_path,
                          size_t detail_size)
 {
     *credentials = NULL;
-    int status = ota_openssl_check_readable(certificate_path, "certificate", detail,
-                                            detail_size);
-    if (status == OTA_OK) {
-        status = ota_openssl_check_readable(key_path, "private key", detail, detail_size);
-    }
-    if (status != OTA_OK) {
-        return status;
-    }
-
+    int status;
     struct ota_tls_credentials *loaded = calloc(1, sizeof(*loaded));
     if (loaded == NULL) {
         return OTA_ERR_MEMORY;
