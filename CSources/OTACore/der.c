@@ -24,6 +24,10 @@ ota_der_frame(const uint8_t *bytes, size_t length, size_t max_total, size_t *tot
     if (max_total > OTA_DER_MAX_LENGTH) {
         max_total = OTA_DER_MAX_LENGTH;
     }
+    if (bytes == NULL && length > 0) {
+        *reason = "no buffer";
+        return OTA_DER_INVALID;
+    }
 
     if (length < 2) {
         if (length == 1 && bytes[0] != OTA_DER_TAG_SEQUENCE) {
@@ -86,10 +90,15 @@ static const char ota_pem_begin[] = "-----BEGIN CERTIFICATE-----\n";
 static const char ota_pem_end[] = "-----END CERTIFICATE-----\n";
 
 #define OTA_PEM_LINE 64
+#define OTA_PEM_MAX_INPUT ((size_t)1 << 30)
 
 size_t
 ota_pem_length(size_t der_length)
 {
+    /* Far beyond any certificate; refusing it keeps the arithmetic below from wrapping. */
+    if (der_length > OTA_PEM_MAX_INPUT) {
+        return 0;
+    }
     size_t encoded = (der_length + 2) / 3 * 4;
     size_t lines = (encoded + OTA_PEM_LINE - 1) / OTA_PEM_LINE;
     return (sizeof(ota_pem_begin) - 1) + encoded + lines + (sizeof(ota_pem_end) - 1) + 1;
@@ -116,7 +125,7 @@ ota_der_to_pem(const uint8_t *der, size_t der_length, char *pem, size_t capacity
     if ((der == NULL && der_length > 0) || pem == NULL) {
         return OTA_ERR_USAGE;
     }
-    if (capacity < ota_pem_length(der_length)) {
+    if (der_length > OTA_PEM_MAX_INPUT || capacity < ota_pem_length(der_length)) {
         return OTA_ERR_USAGE;
     }
 

@@ -173,11 +173,14 @@ ota_listener_address(const ota_listener *listener)
     return listener == NULL ? "" : listener->address;
 }
 
-/* Writes the numeric peer address, unwrapping IPv4-mapped IPv6 addresses. */
+/* Writes the numeric peer address, unwrapping IPv4-mapped IPv6 addresses; cut short, but
+ * always terminated, when `out` is too small. */
 static void
-ota_listener_peer_name(const struct sockaddr_storage *peer, char *name, size_t name_size,
+ota_listener_peer_name(const struct sockaddr_storage *peer, char *out, size_t out_size,
                        uint16_t *peer_port)
 {
+    char name[INET6_ADDRSTRLEN] = "";
+    size_t name_size = sizeof(name);
     uint16_t port = 0;
     if (peer->ss_family == AF_INET) {
         const struct sockaddr_in *address = (const struct sockaddr_in *)peer;
@@ -197,6 +200,7 @@ ota_listener_peer_name(const struct sockaddr_storage *peer, char *name, size_t n
     if (peer_port != NULL) {
         *peer_port = port;
     }
+    snprintf(out, out_size, "%s", name);
 }
 
 /* Waits for the listening socket, the interrupt, or the cancel source. */
@@ -210,12 +214,12 @@ ota_listener_wait(ota_listener *listener, int64_t deadline, const ota_cancel *ca
     };
 
     for (;;) {
+        /* Poll at least once, so a connection already waiting is taken even at timeout 0. */
         int timeout = ota_deadline_remaining(deadline);
-        if (timeout == 0) {
+        int ready = poll(watched, 3, timeout);
+        if (ready == 0 && timeout == 0) {
             return OTA_ERR_TIMEOUT;
         }
-
-        int ready = poll(watched, 3, timeout);
         if (ready < 0 && errno == EINTR) {
             continue;
         }

@@ -296,12 +296,16 @@ ota_tls_session_max_record(const struct ota_tls_session *session)
 const char *
 ota_tls_session_protocol(const struct ota_tls_session *session)
 {
-    return SSL_get_version(session->ssl);
+    /* Before the handshake OpenSSL names the highest version it would offer; we promise "". */
+    return SSL_is_init_finished(session->ssl) ? SSL_get_version(session->ssl) : "";
 }
 
 const char *
 ota_tls_session_cipher(const struct ota_tls_session *session)
 {
+    if (!SSL_is_init_finished(session->ssl)) {
+        return "";
+    }
     const char *name = SSL_get_cipher_name(session->ssl);
     return name != NULL ? name : "";
 }
@@ -392,6 +396,19 @@ ota_openssl_time(const ASN1_TIME *moment)
     return (int64_t)timegm(&broken_down);
 }
 
+/*
+ * The devices' own rule (mbedTLS): the DNS names when the certificate has a subjectAltName
+ * extension of any kind, the CN only when it has none. OpenSSL alone would fall back to the CN
+ * whenever no DNS name is present.
+ */
+static int
+ota_openssl_names_agent(X509 *certificate)
+{
+    int has_alt_names = X509_get_ext_by_NID(certificate, NID_subject_alt_name, -1) >= 0;
+    unsigned int flags = has_alt_names ? X509_CHECK_FLAG_NEVER_CHECK_SUBJECT : 0;
+    return X509_check_host(certificate, "ota-agent", 0, flags, NULL) == 1;
+}
+
 int
 ota_tls_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info, char *detail,
                      size_t detail_size)
@@ -409,7 +426,7 @@ ota_tls_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info, cha
                         sizeof(info->subject));
     info->not_before = ota_openssl_time(X509_get0_notBefore(certificate));
     info->not_after = ota_openssl_time(X509_get0_notAfter(certificate));
-    info->has_ota_agent_name = X509_check_host(certificate, "ota-agent", 0, 0, NULL) == 1;
+    info->has_ota_agent_name = ota_openssl_names_agent(certificate);
     X509_free(certificate);
     ERR_clear_error();
 

@@ -134,11 +134,10 @@ ota_wait_fd(int fd, int what, int64_t deadline, int64_t second_deadline,
 
     for (;;) {
         int timeout = ota_deadline_remaining(earliest);
-        if (timeout == 0) {
+        int ready = poll(watched, count, timeout);
+        if (ready == 0 && timeout == 0) {
             return OTA_ERR_TIMEOUT;
         }
-
-        int ready = poll(watched, count, timeout);
         if (ready < 0 && errno == EINTR) {
             continue;
         }

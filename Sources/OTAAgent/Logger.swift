@@ -87,14 +87,31 @@ public final class Logger: @unchecked Sendable {
     public func warning(_ event: String, _ fields: [LogField] = []) { log(.warning, event, fields) }
     public func error(_ event: String, _ fields: [LogField] = []) { log(.error, event, fields) }
 
-    /// Values with spaces, quotes or `=` are quoted so a line stays machine-splittable.
+    /// Values with spaces, quotes, `=` or control characters are quoted, and control
+    /// characters escaped, so one event stays one machine-splittable line whatever a device
+    /// put in its certificate.
     static func quoted(_ value: String) -> String {
-        if !value.isEmpty && !value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) {
+        let needsQuotes = value.unicodeScalars.contains { scalar in
+            scalar == " " || scalar == "\"" || scalar == "=" || scalar == "\\"
+                || scalar.properties.generalCategory == .control
+        }
+        if !value.isEmpty && !needsQuotes {
             return value
         }
-        let escaped = value.replacingOccurrences(of: "\\", with: "\\\\")
-            .replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n")
+
+        var escaped = ""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\\": escaped += "\\\\"
+            case "\"": escaped += "\\\""
+            case "\n": escaped += "\\n"
+            case "\r": escaped += "\\r"
+            case "\t": escaped += "\\t"
+            case _ where scalar.properties.generalCategory == .control:
+                escaped += String(format: "\\u{%x}", scalar.value)
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
         return "\"\(escaped)\""
     }
 

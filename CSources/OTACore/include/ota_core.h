@@ -93,7 +93,8 @@ typedef enum ota_der_state {
 ota_der_state ota_der_frame(const uint8_t *bytes, size_t length, size_t max_total,
                             size_t *total, const char **reason);
 
-/* Bytes needed for the PEM form of `der_length` bytes, terminating NUL included. */
+/* Bytes needed for the PEM form of `der_length` bytes, terminating NUL included; 0 for inputs
+ * over 1 GiB, which ota_der_to_pem refuses. */
 size_t ota_pem_length(size_t der_length);
 
 /*
@@ -111,7 +112,8 @@ typedef struct ota_cert_info {
     uint8_t sha256[32]; /* SHA-256 of the DER encoding: the certificate's fingerprint */
     int64_t not_before; /* validity, seconds since the epoch (UTC) */
     int64_t not_after;
-    int has_ota_agent_name; /* 1 when the CN or a DNS SAN is "ota-agent" */
+    int has_ota_agent_name; /* 1 when a device would accept the name "ota-agent": a DNS SAN
+                               when there is a subjectAltName, else the CN */
 } ota_cert_info;
 
 /*

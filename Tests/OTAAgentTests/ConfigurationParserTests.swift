@@ -1,0 +1,261 @@
+import Foundation
+import Testing
+@testable import OTAAgent
+
+/// The four settings every deployment sets, as environment variables.
+private let requiredEnvironment = [
+    "NEW_FIRMWARE_PATH": "/srv/firmware.bin",
+    "DICE_AUTH_URL": "http://dice-auth.local:8080/verify",
+    "SERVER_CRT_PATH": "/etc/ota/server.crt",
+    "SERVER_KEY_PATH": "/etc/ota/server.key",
+]
+
+/// Parses and expects a run request.
+private func configuration(_ arguments: [String], environment: [String: String] = requiredEnvironment)
+    throws -> AgentConfiguration
+{
+    let request = try ConfigurationParser.parse(arguments: arguments, environment: environment)
+    guard case .run(let configuration) = request else {
+        throw AgentError(.internal, "expected a run request, got \(request)")
+    }
+    return configuration
+}
+
+/// Parses and expects a configuration error; returns its message.
+private func refusal(_ arguments: [String], environment: [String: String] = requiredEnvironment,
+                     sourceLocation: SourceLocation = #_sourceLocation) -> String
+{
+    let error = #expect(throws: AgentError.self, sourceLocation: sourceLocation) {
+        _ = try ConfigurationParser.parse(arguments: arguments, environment: environment)
+    }
+    #expect(error?.kind == .configuration, sourceLocation: sourceLocation)
+    return error?.message ?? ""
+}
+
+/// A bad value for one setting, given by flag, by `--flag=value`, or by variable; the message
+/// must name the way it was given.
+struct BadValue: Sendable, CustomTestStringConvertible {
+    let flag: String
+    let variable: String
+    let value: String
+
+    var testDescription: String { "\(flag) '\(value)'" }
+}
+
+private let badValues: [BadValue] = [
+    BadValue(flag: "--port", variable: "OTA_PORT", value: "65536"),
+    BadValue(flag: "--port", variable: "OTA_PORT", value: "-1"),
+    BadValue(flag: "--port", variable: "OTA_PORT", value: "http"),
+    BadValue(flag: "--port", variable: "OTA_PORT", value: "44 33"),
+    BadValue(flag: "--timeout", variable: "OTA_TIMEOUT", value: "0"),
+    BadValue(flag: "--timeout", variable: "OTA_TIMEOUT", value: "-3"),
+    BadValue(flag: "--timeout", variable: "OTA_TIMEOUT", value: "ten"),
+    BadValue(flag: "--timeout", variable: "OTA_TIMEOUT", value: "nan"),
+    BadValue(flag: "--timeout", variable: "OTA_TIMEOUT", value: "inf"),
+    BadValue(flag: "--handshake-timeout", variable: "OTA_HANDSHAKE_TIMEOUT", value: "5s"),
+    BadValue(flag: "--grace-period", variable: "OTA_GRACE_PERIOD", value: "0"),
+    BadValue(flag: "--transfer-timeout", variable: "OTA_TRANSFER_TIMEOUT", value: "99999999999"),
+    BadValue(flag: "--mode", variable: "OTA_MODE", value: "sometimes"),
+    BadValue(flag: "--max-concurrent", variable: "OTA_MAX_CONCURRENT", value: "0"),
+    BadValue(flag: "--deadline-scale", variable: "OTA_DEADLINE_SCALE", value: "0"),
+    BadValue(flag: "--deadline-scale", variable: "OTA_DEADLINE_SCALE", value: "1001"),
+    BadValue(flag: "--deadline-scale", variable: "OTA_DEADLINE_SCALE", value: "double"),
+    BadValue(flag: "--log-level", variable: "OTA_LOG_LEVEL", value: "loud"),
+    BadValue(flag: "--dice-auth-url", variable: "DICE_AUTH_URL", value: "ftp://dice-auth.local/verify"),
+    BadValue(flag: "--dice-auth-url", variable: "DICE_AUTH_URL", value: "http://"),
+    BadValue(flag: "--dice-auth-url", variable: "DICE_AUTH_URL", value: "https:///verify"),
+    BadValue(flag: "--dice-auth-url", variable: "DICE_AUTH_URL", value: "garbage"),
+    BadValue(flag: "--dice-auth-url", variable: "DICE_AUTH_URL", value: "dice-auth.local:8080/verify"),
+]
+
+@Suite("ConfigurationParser")
+struct ConfigurationParserTests {
+    @Test("the four required variables are enough; the defaults apply")
+    func defaults() throws {
+        let parsed = try configuration([])
+        #expect(parsed.imagePath == "/srv/firmware.bin")
+        #expect(parsed.diceAuthURL == "http://dice-auth.local:8080/verify")
+        #expect(parsed.certificatePath == "/etc/ota/server.crt")
+        #expect(parsed.keyPath == "/etc/ota/server.key")
+        #expect(parsed.port == 4433)
+        #expect(parsed.bindAddress == nil)
+        #expect(parsed.mode == .once)
+        #expect(parsed.timeout == nil)
+        #expect(parsed.maxConcurrent == 64)
+        #expect(parsed.gracePeriod == .seconds(60))
+        #expect(parsed.deadlines == Deadlines())
+        #expect(parsed.logLevel == .info)
+        #expect(parsed.diceAuth.caPath == nil)
+    }
+
+    @Test("each missing required setting is a configuration error naming its variable and flag",
+          arguments: [("NEW_FIRMWARE_PATH", "--image"), ("DICE_AUTH_URL", "--dice-auth-url"),
+                      ("SERVER_CRT_PATH", "--cert"), ("SERVER_KEY_PATH", "--key")])
+    func missingRequired(variable: String, flag: String) {
+        var environment = requiredEnvironment
+        environment[variable] = nil
+        let message = refusal([], environment: environment)
+        #expect(message.contains(variable), "message: \(message)")
+        #expect(message.contains(flag), "message: \(message)")
+
+        environment[variable] = ""
+        let emptyMessage = refusal([], environment: environment)
+        #expect(emptyMessage.contains(variable), "an empty variable counts as unset; message: \(emptyMessage)")
+    }
+
+    @Test("the required settings can all come from flags, with no environment")
+    func requiredFromFlags() throws {
+        let parsed = try configuration(["--image", "/a.bin", "--dice-auth-url=https://verifier.example/v",
+                                        "--cert", "/c.pem", "--key=/k.pem"], environment: [:])
+        #expect(parsed.imagePath == "/a.bin")
+        #expect(parsed.diceAuthURL == "https://verifier.example/v")
+        #expect(parsed.certificatePath == "/c.pem")
+        #expect(parsed.keyPath == "/k.pem")
+    }
+
+    @Test("a flag wins over its variable")
+    func flagsWin() throws {
+        var environment = requiredEnvironment
+        environment["OTA_PORT"] = "1234"
+        environment["OTA_MODE"] = "serve"
+        environment["OTA_TIMEOUT"] = "7"
+        environment["OTA_LOG_LEVEL"] = "error"
+        let parsed = try configuration(["--image", "/flag.bin", "--port", "5678", "--mode=once", "--timeout", "9",
+                                        "--log-level", "debug"], environment: environment)
+        #expect(parsed.imagePath == "/flag.bin")
+        #expect(parsed.port == 5678)
+        #expect(parsed.mode == .once)
+        #expect(parsed.timeout == .seconds(9))
+        #expect(parsed.logLevel == .debug)
+
+        let fromEnvironment = try configuration([], environment: environment)
+        #expect(fromEnvironment.port == 1234)
+        #expect(fromEnvironment.mode == .serve)
+        #expect(fromEnvironment.timeout == .seconds(7))
+        #expect(fromEnvironment.logLevel == .error)
+    }
+
+    @Test("--port=0 and --port 0 both ask for any free port", arguments: [["--port=0"], ["--port", "0"]])
+    func portZero(arguments: [String]) throws {
+        #expect(try configuration(arguments).port == 0)
+    }
+
+    @Test("port bounds 1 and 65535 are accepted", arguments: [1, 65535])
+    func portBounds(port: Int) throws {
+        #expect(try configuration(["--port", "\(port)"]).port == UInt16(port))
+    }
+
+    @Test("a bad value is a configuration error naming the flag it came from", arguments: badValues)
+    func badFlagValue(_ bad: BadValue) {
+        for arguments in [[bad.flag, bad.value], ["\(bad.flag)=\(bad.value)"]] {
+            let message = refusal(arguments)
+            #expect(message.contains(bad.flag), "message: \(message)")
+            #expect(!message.contains(bad.variable), "message: \(message)")
+        }
+    }
+
+    @Test("a bad value from the environment is an error naming the variable", arguments: badValues)
+    func badVariableValue(_ bad: BadValue) {
+        var environment = requiredEnvironment
+        environment[bad.variable] = bad.value
+        let message = refusal([], environment: environment)
+        #expect(message.contains(bad.variable), "message: \(message)")
+    }
+
+    @Test("Dice-Auth URLs over http and https with a host are accepted",
+          arguments: ["http://dice-auth.local:8080/verify", "https://verifier.example/v1/attest", "HTTPS://h",
+                      "http://127.0.0.1:9000", "http://[::1]:8443/verify"])
+    func goodURLs(url: String) throws {
+        #expect(try configuration(["--dice-auth-url", url]).diceAuthURL == url)
+    }
+
+    @Test("an unknown option is refused, naming it", arguments: ["--bogus", "--bogus=1", "-p", "image.bin"])
+    func unknownOption(option: String) {
+        let message = refusal([option])
+        #expect(message.contains(option), "message: \(message)")
+    }
+
+    @Test("an option without its value is refused, naming it")
+    func missingValue() {
+        let message = refusal(["--port"])
+        #expect(message.contains("--port"), "message: \(message)")
+    }
+
+    @Test("--help and -h ask for help, --version for the version, even with nothing else set",
+          arguments: [(["--help"], "help"), (["-h"], "help"), (["--version"], "version"),
+                      (["--port", "1", "--help"], "help"), (["--version", "--bogus"], "version")])
+    func helpAndVersion(arguments: [String], expected: String) throws {
+        let request = try ConfigurationParser.parse(arguments: arguments, environment: [:])
+        switch request {
+        case .help: #expect(expected == "help")
+        case .version: #expect(expected == "version")
+        case .run: Issue.record("\(arguments) gave a run request")
+        }
+    }
+
+    @Test("the help text lists every flag and the four deployment variables")
+    func helpText() {
+        let text = ConfigurationParser.helpText
+        for setting in ConfigurationParser.settings {
+            #expect(text.contains(setting.flag))
+        }
+        for variable in ["NEW_FIRMWARE_PATH", "DICE_AUTH_URL", "SERVER_CRT_PATH", "SERVER_KEY_PATH"] {
+            #expect(text.contains(variable))
+        }
+        #expect(text.contains("--serve"))
+    }
+
+    @Test("--serve sets the serve mode; a later --mode once wins over it")
+    func serveFlag() throws {
+        #expect(try configuration(["--serve"]).mode == .serve)
+        #expect(try configuration(["--mode", "serve"]).mode == .serve)
+        #expect(try configuration(["--serve", "--mode", "once"]).mode == .once)
+        var environment = requiredEnvironment
+        environment["OTA_MODE"] = "once"
+        #expect(try configuration(["--serve"], environment: environment).mode == .serve)
+    }
+
+    @Test("deadlines are parsed in seconds, fractions rounded up to whole milliseconds")
+    func deadlines() throws {
+        let parsed = try configuration([
+            "--handshake-timeout", "2.5", "--certificate-timeout", "3", "--dice-auth-timeout", "4",
+            "--stall-timeout", "0.0001", "--transfer-timeout", "600", "--close-timeout", "1.25",
+        ])
+        #expect(parsed.deadlines.handshake == .milliseconds(2500))
+        #expect(parsed.deadlines.certificate == .seconds(3))
+        #expect(parsed.deadlines.diceAuth == .seconds(4))
+        #expect(parsed.deadlines.stall == .milliseconds(1))
+        #expect(parsed.deadlines.transfer == .seconds(600))
+        #expect(parsed.deadlines.close == .milliseconds(1250))
+    }
+
+    @Test("--deadline-scale 2 doubles every deadline, default or given")
+    func deadlineScale() throws {
+        let scaled = try configuration(["--deadline-scale", "2", "--handshake-timeout", "2.5"]).deadlines
+        let defaults = Deadlines()
+        #expect(scaled.handshake == .seconds(5))
+        #expect(scaled.certificate == defaults.certificate * 2)
+        #expect(scaled.diceAuth == defaults.diceAuth * 2)
+        #expect(scaled.stall == defaults.stall * 2)
+        #expect(scaled.transfer == defaults.transfer * 2)
+        #expect(scaled.close == defaults.close * 2)
+        #expect(scaled.certificate == .seconds(20))
+
+        var environment = requiredEnvironment
+        environment["OTA_DEADLINE_SCALE"] = "2"
+        #expect(try configuration([], environment: environment).deadlines == defaults.scaled(by: 2))
+    }
+
+    @Test("the other settings: bind address, max concurrent, grace period, CA path, log level")
+    func otherSettings() throws {
+        let parsed = try configuration(["--bind", "::1", "--max-concurrent", "3", "--grace-period", "0.5",
+                                        "--dice-auth-ca", "/etc/ota/ca.pem", "--log-level", "WARN",
+                                        "--timeout", "30"])
+        #expect(parsed.bindAddress == "::1")
+        #expect(parsed.maxConcurrent == 3)
+        #expect(parsed.gracePeriod == .milliseconds(500))
+        #expect(parsed.diceAuth.caPath == "/etc/ota/ca.pem")
+        #expect(parsed.logLevel == .warning)
+        #expect(parsed.timeout == .seconds(30))
+    }
+}
