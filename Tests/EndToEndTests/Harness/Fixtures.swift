@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+
+/// Where the tests find the repository's files and the built programs.
+enum Fixtures {
+    /// The package root: the nearest folder above this file holding Package.swift.
+    static let repositoryRoot: URL = {
+        var folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while folder.path != "/" {
+            if FileManager.default.fileExists(atPath: folder.appendingPathComponent("Package.swift").path) {
+                return folder
+            }
+            folder.deleteLastPathComponent()
+        }
+        fatalError("no Package.swift above \(#filePath)")
+    }()
+
+    static let certificates = repositoryRoot.appendingPathComponent("firmware-sample/certs")
+    static let sampleImage = repositoryRoot.appendingPathComponent("firmware-sample/sample-firmware.bin")
+    static let trustedRoots = certificates.appendingPathComponent("roots")
+
+    static func certificate(_ name: String) -> URL {
+        certificates.appendingPathComponent(name)
+    }
+
+    /// The build products folder: the test bundle sits next to the executables there.
+    static let productsFolder = Bundle.main.bundleURL
+
+    /// A program built by `swift build`; fails the test with a clear message if it is missing.
+    static func program(_ name: String) throws -> URL {
+        let url = productsFolder.appendingPathComponent(name)
+        guard FileManager.default.isExecutableFile(atPath: url.path) else {
+            throw HarnessError("\(name) not found in \(productsFolder.path); build the package first")
+        }
+        return url
+    }
+
+    /// A program of the system, looked up in the usual folders; nil when absent.
+    static func systemProgram(_ name: String) -> URL? {
+        ["/usr/bin", "/usr/local/bin", "/bin"]
+            .map { URL(fileURLWithPath: $0).appendingPathComponent(name) }
+            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }
+
+    /// The environment every child starts from: nothing of the test runner's leaks in.
+    static let baseEnvironment: [String: String] = [
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+    ]
+}
+
+/// A folder of its own for one test, removed at the end of the test.
+struct ScratchFolder {
+    let url: URL
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory
+            .appendingPathComponent("ota-e2e-\(UUID().uuidString)", isDirectory: true)
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    func file(_ name: String) -> URL { url.appendingPathComponent(name) }
+
+    /// Writes `bytes` to a new file of this folder.
+    func write(_ name: String, _ bytes: [UInt8]) throws -> URL {
+        let target = file(name)
+        try Data(bytes).write(to: target)
+        return target
+    }
+
+    func remove() {
+        try? FileManager.default.removeItem(at: url)
+    }
+}
+
+/// SHA-256 of a file as lower-case hex, by the system's sha256sum (Swift has no CryptoKit here).
+func sha256Digest(of file: URL) async throws -> String {
+    guard let tool = Fixtures.systemProgram("sha256sum") else {
+        throw HarnessError("sha256sum is not installed")
+    }
+    let child = try ChildProcess(name: "sha256sum", executable: tool, arguments: [file.path],
+                                 environment: Fixtures.baseEnvironment)
+    defer { child.kill() }
+    guard let ending = await child.waitForExit(within: .seconds(20)), ending == .exited(0),
+          let digest = child.stdout.lines.first?.split(separator: " ").first, digest.count == 64
+    else {
+        throw HarnessError("sha256sum \(file.path) failed\n\(child.transcript)")
+    }
+    return String(digest)
+}
+
+/// Loopback sockets for tests that need a port in a known state.
+enum LoopbackSocket {
+    /// A TCP socket listening on 127.0.0.1 at an ephemeral port: (descriptor, port).
+    static func listening() throws -> (Int32, UInt16) {
+        try DescriptorCreation.serialized { try openListening() }
+    }
+
+    private static func openListening() throws -> (Int32, UInt16) {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw HarnessError("socket: errno \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard bound == 0, listen(descriptor, 1) == 0 else {
+            close(descriptor)
+            throw HarnessError("bind/listen on 127.0.0.1: errno \(errno)")
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        guard named == 0 else {
+            close(descriptor)
+            throw HarnessError("getsockname: errno \(errno)")
+        }
+        return (descriptor, UInt16(bigEndian: address.sin_port))
+    }
+
+    /// A loopback port nobody listens on: bound once by us, then released.
+    static func closedPort() throws -> UInt16 {
+        let (descriptor, port) = try listening()
+        close(descriptor)
+        return port
+    }
+
+    /// Whether this host can bind the IPv6 loopback address ::1.
+    static let ipv6LoopbackAvailable: Bool = DescriptorCreation.serialized {
+        let descriptor = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_addr = in6addr_loopback
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0
+            }
+        }
+    }
+}

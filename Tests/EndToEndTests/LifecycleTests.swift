@@ -1,0 +1,61 @@
+import Foundation
+import OTAAgent
+import Testing
+
+/// How a run ends without an update, and what the tool says about itself.
+@Suite("Lifecycle")
+struct LifecycleTests {
+    @Test func timeoutWithNoDeviceExitsThree() async throws {
+        var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL)
+        environment["OTA_TIMEOUT"] = "1"
+        let clock = ContinuousClock()
+        let start = clock.now
+        let agent = try await Agent.start(environment: environment)
+        defer { agent.child.kill() }
+
+        let ending = await agent.child.waitForExit(within: .seconds(8))
+        let elapsed = clock.now - start
+
+        #expect(ending == .exited(3), "\(agent.transcript)")
+        #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(5), "ended after \(elapsed)")
+        #expect(agent.log("exiting").first?["outcome"] == "timed-out", "\(agent.transcript)")
+    }
+
+    struct StopSignal: Sendable, CustomTestStringConvertible {
+        let number: Int32
+        let name: String
+        let exitCode: Int32
+        var testDescription: String { name }
+    }
+
+    @Test(arguments: [StopSignal(number: SIGTERM, name: "SIGTERM", exitCode: 143),
+                      StopSignal(number: SIGINT, name: "SIGINT", exitCode: 130)])
+    func stopSignalWithNoDeviceUpdatedExitsWithSignalCode(_ signal: StopSignal) async throws {
+        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL))
+        defer { agent.child.kill() }
+
+        agent.child.send(signal.number)
+
+        #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(signal.exitCode),
+                "\(agent.transcript)")
+        #expect(agent.log("exiting").first?["outcome"] == "interrupted-by-signal-\(signal.number)",
+                "\(agent.transcript)")
+    }
+
+    @Test func helpExitsZeroAndNamesEveryEnvironmentVariable() async throws {
+        let child = try Agent.launch(environment: Fixtures.baseEnvironment, arguments: ["--help"])
+        defer { child.kill() }
+
+        #expect(await child.waitForExit(within: .seconds(10)) == .exited(0), "\(child.transcript)")
+        let help = child.stdout.text
+        // The names deployments set today, written out: they must never change.
+        let documented = ["NEW_FIRMWARE_PATH", "DICE_AUTH_URL", "SERVER_CRT_PATH", "SERVER_KEY_PATH",
+                          "OTA_PORT", "OTA_BIND", "OTA_TIMEOUT", "OTA_MODE", "OTA_HANDSHAKE_TIMEOUT",
+                          "OTA_CERTIFICATE_TIMEOUT", "OTA_DICE_AUTH_TIMEOUT", "OTA_STALL_TIMEOUT",
+                          "OTA_TRANSFER_TIMEOUT", "OTA_CLOSE_TIMEOUT", "OTA_GRACE_PERIOD"]
+        let everyVariable = Set(documented + EnvironmentKey.allCases.map(\.rawValue))
+        for name in everyVariable.sorted() {
+            #expect(help.contains(name), "--help does not mention \(name)\n\(help)")
+        }
+    }
+}
