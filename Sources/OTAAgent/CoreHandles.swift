@@ -38,11 +38,12 @@ final class ServerCredentials: @unchecked Sendable {
 
     /// Which setting a credentials failure is about, for the message.
     private static func settingName(_ detail: String) -> String {
+        let certificate = "\(EnvironmentKey.certificatePath.rawValue) (--cert)"
+        let key = "\(EnvironmentKey.keyPath.rawValue) (--key)"
         if detail.contains("do not match") {
-            return "\(EnvironmentKey.certificatePath.rawValue) / \(EnvironmentKey.keyPath.rawValue)"
+            return "\(certificate) / \(key)"
         }
-        let aboutKey = detail.contains("key")
-        return (aboutKey ? EnvironmentKey.keyPath : EnvironmentKey.certificatePath).rawValue
+        return detail.contains("key") ? key : certificate
     }
 
     deinit { ota_server_config_free(raw) }
@@ -64,7 +65,7 @@ final class FirmwareImage: @unchecked Sendable {
         switch construct({ ota_image_open(path, $0, $1, $2) }) {
         case .success(let handle): raw = handle
         case .failure(let failure):
-            throw .configuration("\(EnvironmentKey.firmwarePath.rawValue): \(failure.detail)")
+            throw .configuration("\(EnvironmentKey.firmwarePath.rawValue) (--image): \(failure.detail)")
         }
     }
 
@@ -113,7 +114,7 @@ final class Listener: @unchecked Sendable {
         switch construct({ ota_listener_new(bindAddress, port, backlog, $0, $1, $2) }) {
         case .success(let handle): raw = handle
         case .failure(let failure):
-            let name = bindAddress == nil ? "OTA_PORT" : "OTA_BIND/OTA_PORT"
+            let name = bindAddress == nil ? "OTA_PORT (--port)" : "OTA_BIND (--bind) / OTA_PORT (--port)"
             throw .configuration("\(name): \(failure.detail)")
         }
     }

@@ -38,7 +38,7 @@ struct AttestationTests {
         expectRefused(run.onlyDevice(), "\(run.transcript)\n\(agent.transcript)")
         #expect((run.onlyDevice()?.milliseconds ?? .max) < 3000 + 2000,
                 "not bounded by the deadline\n\(run.transcript)")
-        let verdict = try #require(agent.log("verdict").first, "\(agent.transcript)")
+        let verdict = try #require((await agent.waitForLog("verdict")), "\(agent.transcript)")
         #expect(verdict["verdict"] == "unavailable", "\(verdict)")
         #expect((verdict.integer("attempts") ?? 0) > 1, "a connection failure is worth a retry: \(verdict)")
         #expect((verdict.integer("dice_auth_ms") ?? .max) <= 3000 + 500, "\(verdict)")
@@ -58,7 +58,7 @@ struct AttestationTests {
         let run = try await DeviceSimulator.run(port: agent.port)
 
         expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
-        let verdict = try #require(agent.log("verdict").first, "\(agent.transcript)")
+        let verdict = try #require((await agent.waitForLog("verdict")), "\(agent.transcript)")
         #expect(verdict["verdict"] == "verified", "\(verdict)")
         #expect(verdict.integer("attempts") == 2, "\(verdict)")
         #expect(verifier.requests.map { $0["status"] } == ["500", "200"], "\(verifier.child.transcript)")
@@ -75,12 +75,12 @@ struct AttestationTests {
         let run = try await DeviceSimulator.run(port: agent.port)
 
         expectRefused(run.onlyDevice(), "\(run.transcript)\n\(agent.transcript)")
-        let verdict = try #require(agent.log("verdict").first, "\(agent.transcript)")
+        let verdict = try #require((await agent.waitForLog("verdict")), "\(agent.transcript)")
         #expect(verdict["verdict"] == "rejected", "\(verdict)")
         #expect(verdict.integer("http_status") == 401, "\(verdict)")
         #expect(verdict.integer("attempts") == 1, "a 401 must not be retried: \(verdict)")
         #expect(verifier.requests.count == 1, "\(verifier.child.transcript)")
-        #expect(agent.log("session-end").first?["outcome"] == "refused", "\(agent.transcript)")
+        #expect((await agent.waitForLog("session-end"))?["outcome"] == "refused", "\(agent.transcript)")
 
         agent.child.send(SIGTERM)
         #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(143), "\(agent.transcript)")
@@ -99,7 +99,7 @@ struct AttestationTests {
         expectRefused(run.onlyDevice(), "\(run.transcript)\n\(agent.transcript)")
         #expect((run.onlyDevice()?.milliseconds ?? .max) < 2000 + 2000,
                 "not bounded by the deadline\n\(run.transcript)")
-        let verdict = try #require(agent.log("verdict").first, "\(agent.transcript)")
+        let verdict = try #require((await agent.waitForLog("verdict")), "\(agent.transcript)")
         #expect(verdict["verdict"] == "unavailable", "\(verdict)")
         // The agent did wait for the answer that never came, and no longer than its deadline.
         let waited = verdict.integer("dice_auth_ms") ?? -1

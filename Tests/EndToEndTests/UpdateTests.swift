@@ -23,7 +23,7 @@ struct UpdateTests {
 
         let ending = await agent.child.waitForExit(within: .seconds(15))
         #expect(ending == .exited(0), "\(agent.transcript)")
-        let sessionEnd = try #require(agent.log("session-end").first, "\(agent.transcript)")
+        let sessionEnd = try #require((await agent.waitForLog("session-end")), "\(agent.transcript)")
         #expect(sessionEnd["outcome"] == "updated", "\(sessionEnd)")
         #expect(sessionEnd["phase"] == "done", "\(sessionEnd)")
         #expect(sessionEnd.integer("bytes") == image.size, "\(sessionEnd)")
@@ -92,7 +92,7 @@ struct UpdateTests {
         #expect(clientEnding == .exited(0), "\(transcripts(client, agent.child))")
         #expect(try await sha256Digest(of: received) == image.sha256, "\(transcripts(client, agent.child))")
         #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(0), "\(agent.transcript)")
-        #expect(agent.log("session-end").first?["outcome"] == "updated", "\(agent.transcript)")
+        #expect((await agent.waitForLog("session-end"))?["outcome"] == "updated", "\(agent.transcript)")
     }
 
     @Test(.enabled(if: LoopbackSocket.ipv6LoopbackAvailable, "::1 cannot be bound on this host"))
@@ -109,7 +109,7 @@ struct UpdateTests {
         let run = try await DeviceSimulator.run(port: agent.port, host: "::1")
 
         expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
-        #expect(agent.log("session-end").first?["device"]?.hasPrefix("[::1]:") == true, "\(agent.transcript)")
+        #expect((await agent.waitForLog("session-end"))?["device"]?.hasPrefix("[::1]:") == true, "\(agent.transcript)")
         #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(0), "\(agent.transcript)")
     }
 

@@ -16,9 +16,9 @@ enum Termination: Equatable, Sendable, CustomStringConvertible {
 
 /// One output stream of a child, split into lines as it arrives.
 ///
-/// A Pipe's readabilityHandler delivers the output while the child runs. On Linux it does not
-/// always report the end of file (swift-corelibs-foundation issue #3275), so once the child
-/// has exited, `drain()` stops the handler and reads what is left up to the end of file.
+/// A thread of its own reads the pipe with blocking read(2) until the end of file. Foundation's
+/// readabilityHandler is not used: its dispatch source can outlive the descriptor and crash
+/// libdispatch's event loop, and it does not always report the end of file on Linux.
 final class OutputLines: @unchecked Sendable {
     struct State: Sendable {
         var lines: [String] = []
@@ -28,42 +28,27 @@ final class OutputLines: @unchecked Sendable {
     }
 
     let monitor = Monitor(State())
-    /// One reader at a time (handler or drain), so that chunks stay in order.
-    private let readerLock = NSLock()
-    private var handle: FileHandle?
+    /// Kept so the read end stays open for as long as the reader thread uses it.
+    private var pipe: Pipe?
 
-    /// Reads `pipe` on Foundation's reader thread as output arrives.
+    /// Starts reading `pipe` on a thread of its own.
     func attach(to pipe: Pipe) {
-        let handle = pipe.fileHandleForReading
-        readerLock.withLock { self.handle = handle }
-        handle.readabilityHandler = { [self] handle in
-            readerLock.withLock {
-                guard !monitor.read(\.ended) else { return }
-                let chunk = handle.availableData
-                if chunk.isEmpty {
-                    handle.readabilityHandler = nil
-                    finish()
-                } else {
-                    append(chunk)
-                }
+        self.pipe = pipe
+        let descriptor = pipe.fileHandleForReading.fileDescriptor
+        Thread.detachNewThread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 16384)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                if count <= 0 { break }
+                append(Data(buffer[0..<count]))
             }
+            finish()
         }
     }
 
-    /// Call once the writer has exited: reads the rest up to the end of file, on a thread of
-    /// its own so that no caller blocks.
-    func drain() {
-        guard let handle = readerLock.withLock({ self.handle }) else { return }
-        handle.readabilityHandler = nil
-        Thread.detachNewThread { [self] in
-            readerLock.withLock {
-                guard !monitor.read(\.ended) else { return }
-                let rest = handle.readDataToEndOfFile()
-                if !rest.isEmpty { append(rest) }
-                finish()
-            }
-        }
-    }
+    /// Kept for callers: the reader thread already reads up to the end of file by itself.
+    func drain() {}
 
     private func append(_ chunk: Data) {
         monitor.update { state in
