@@ -61,7 +61,8 @@ struct AttestationTests {
         let verdict = try #require((await agent.waitForLog("verdict")), "\(agent.transcript)")
         #expect(verdict["verdict"] == "verified", "\(verdict)")
         #expect(verdict.integer("attempts") == 2, "\(verdict)")
-        #expect(verifier.requests.map { $0["status"] } == ["500", "200"], "\(verifier.child.transcript)")
+        #expect((await verifier.waitForRequests(2)).map { $0["status"] } == ["500", "200"],
+                "\(verifier.child.transcript)")
         #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(0), "\(agent.transcript)")
     }
 
@@ -79,7 +80,7 @@ struct AttestationTests {
         #expect(verdict["verdict"] == "rejected", "\(verdict)")
         #expect(verdict.integer("http_status") == 401, "\(verdict)")
         #expect(verdict.integer("attempts") == 1, "a 401 must not be retried: \(verdict)")
-        #expect(verifier.requests.count == 1, "\(verifier.child.transcript)")
+        #expect((await verifier.waitForRequests(1)).count == 1, "\(verifier.child.transcript)")
         #expect((await agent.waitForLog("session-end"))?["outcome"] == "refused", "\(agent.transcript)")
 
         agent.child.send(SIGTERM)

@@ -27,6 +27,15 @@ struct Verifier {
     var requests: [KeyValueLine] {
         child.stderr.lines.filter { $0.hasPrefix("request=") }.map(KeyValueLine.init)
     }
+
+    /// The request lines once at least `count` are there: the verifier logs each one just
+    /// after answering, so a test that saw the answer may still be ahead of the line.
+    func waitForRequests(_ count: Int, within timeout: Duration = .seconds(10)) async -> [KeyValueLine] {
+        _ = await child.stderr.monitor.wait(within: timeout) { state in
+            state.ended || state.lines.filter { $0.hasPrefix("request=") }.count >= count
+        }
+        return requests
+    }
 }
 
 /// The ota-agent under test, configured by its environment as deployments do.
