@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,12 +28,17 @@
 /* The most the agent discards while waiting for the device to close. */
 #define OTA_FINISH_DRAIN_LIMIT (1024 * 1024)
 
+/* How often the final phase looks at the send queue while bytes are unacknowledged. */
+#define OTA_ACK_POLL_MS 100
+
 struct ota_conn {
     int fd;
     const ota_cancel *cancel;
     struct ota_tls_session *session;
     uint8_t *transfer_buffer;
     const char *transfer_path;
+    int stall_timeout_ms;      /* from the last transfer's limits, for the final phase */
+    int64_t transfer_deadline; /* the last transfer's whole deadline (INT64_MAX: none) */
     char detail[OTA_DETAIL_SIZE];
 };
 
@@ -51,6 +58,8 @@ ota_conn_new(const ota_server_config *config, int fd, const ota_cancel *cancel)
     conn->fd = fd;
     conn->cancel = cancel;
     conn->transfer_path = "";
+    conn->stall_timeout_ms = -1;
+    conn->transfer_deadline = INT64_MAX;
 
     conn->session = ota_tls_session_new(ota_server_config_credentials(config), fd, conn->detail,
                                         sizeof(conn->detail));
@@ -279,7 +288,7 @@ static int
 ota_conn_send_by_pread(ota_conn *conn, const ota_image *image, const ota_transfer_limits *limits,
                        ota_progress_fn progress, void *progress_context, uint64_t *bytes_sent)
 {
-    int64_t total_deadline = ota_deadline_after(limits->total_timeout_ms);
+    int64_t total_deadline = conn->transfer_deadline;
     uint64_t size = ota_image_size(image);
     size_t block = ota_tls_session_max_record(conn->session);
     if (block == 0 || block > OTA_TRANSFER_BLOCK) {
@@ -329,6 +338,8 @@ ota_conn_send_image(ota_conn *conn, const ota_image *image, const ota_transfer_l
         }
     }
 
+    conn->stall_timeout_ms = limits->stall_timeout_ms;
+    conn->transfer_deadline = ota_deadline_after(limits->total_timeout_ms);
     int status = ota_conn_send_by_pread(conn, image, limits, progress, progress_context,
                                         bytes_sent);
     if (status != OTA_OK) {
@@ -363,33 +374,117 @@ ota_conn_send_close_notify(ota_conn *conn, int64_t deadline)
     return ota_conn_drive(conn, ota_conn_close_notify_step, NULL, deadline, "close");
 }
 
+/* Bytes the device has not acknowledged yet (SIOCOUTQ), or -1 when the kernel cannot say. */
+static int
+ota_conn_unacknowledged(int fd)
+{
+    int queued = 0;
+    return ioctl(fd, SIOCOUTQ, &queued) == 0 ? queued : -1;
+}
+
 /*
- * Discards what the device still sends until it closes, or the deadline. Reading matters:
- * closing a socket with unread received data makes the kernel send a reset, which would
- * throw away the image's last bytes still queued for the device.
+ * Reads whatever the device sent and discards it. OTA_OK when nothing more is there now,
+ * OTA_ERR_CLOSED with *closed set at its clean close (FIN), OTA_ERR_CLOSED with a detail when
+ * it reset. Reading matters: closing a socket with unread data makes the kernel send a reset,
+ * which would throw away the image's last bytes still queued for the device.
  */
-static void
-ota_conn_drain_until_closed(ota_conn *conn, int64_t deadline)
+static int
+ota_conn_discard_input(ota_conn *conn, size_t *discarded, int *closed)
 {
     uint8_t scratch[4096];
-    size_t discarded = 0;
-    while (discarded < OTA_FINISH_DRAIN_LIMIT) {
+    while (*discarded < OTA_FINISH_DRAIN_LIMIT) {
         ssize_t got = recv(conn->fd, scratch, sizeof(scratch), 0);
         if (got == 0) {
-            return;
+            *closed = 1;
+            return OTA_OK;
         }
         if (got > 0) {
-            discarded += (size_t)got;
+            *discarded += (size_t)got;
             continue;
         }
         if (errno == EINTR) {
             continue;
         }
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            return;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return OTA_OK;
         }
-        if (ota_wait_fd(conn->fd, OTA_WAIT_READ, deadline, INT64_MAX, conn->cancel) != OTA_OK) {
-            return;
+        ota_detail_set(conn->detail, sizeof(conn->detail),
+                       "close: device reset the connection before confirming the image (%s)",
+                       strerror(errno));
+        return OTA_ERR_CLOSED;
+    }
+    ota_detail_set(conn->detail, sizeof(conn->detail), "close: device keeps sending data");
+    return OTA_ERR_PROTOCOL;
+}
+
+/* How long to wait in one round of the final phase: the nearest deadline, and no longer than
+ * the acknowledgement poll while bytes are still unacknowledged. */
+static int64_t
+ota_conn_next_wake(int unacknowledged, int64_t stall_deadline, int64_t close_deadline)
+{
+    if (unacknowledged == 0) {
+        return close_deadline;
+    }
+    int64_t poll_at = ota_now_ms() + OTA_ACK_POLL_MS;
+    return poll_at < stall_deadline ? poll_at : stall_deadline;
+}
+
+/*
+ * After close_notify: waits until the device confirms the image by closing its side.
+ *
+ * The whole image may sit in socket buffers when the last write returns, so "sent" is not
+ * "received". While the device keeps acknowledging bytes it is still reading, and the stall
+ * deadline restarts; once everything is acknowledged it has `wait_ms` to close. Arrival of an
+ * acknowledgement has no readiness event, so only this final phase samples the send queue on
+ * a short timer. A reset, a stall or the whole-transfer deadline is a failure.
+ */
+static int
+ota_conn_await_confirmation(ota_conn *conn, int wait_ms)
+{
+    int stall_ms = conn->stall_timeout_ms >= 0 ? conn->stall_timeout_ms : wait_ms;
+    int64_t stall_deadline = ota_deadline_after(stall_ms);
+    int64_t close_deadline = INT64_MAX;
+    int last_unacknowledged = INT32_MAX;
+    size_t discarded = 0;
+    for (;;) {
+        int closed = 0;
+        int status = ota_conn_discard_input(conn, &discarded, &closed);
+        if (status != OTA_OK || closed) {
+            return status;
+        }
+
+        int unacknowledged = ota_conn_unacknowledged(conn->fd);
+        if (unacknowledged < last_unacknowledged) {
+            stall_deadline = ota_deadline_after(stall_ms);
+            last_unacknowledged = unacknowledged;
+        }
+        if (unacknowledged <= 0 && close_deadline == INT64_MAX) {
+            close_deadline = ota_deadline_after(wait_ms);
+        }
+
+        int64_t now = ota_now_ms();
+        if (now >= conn->transfer_deadline) {
+            ota_detail_set(conn->detail, sizeof(conn->detail),
+                           "close: whole-transfer deadline passed before the device confirmed");
+            return OTA_ERR_TIMEOUT;
+        }
+        if (unacknowledged > 0 && now >= stall_deadline) {
+            ota_detail_set(conn->detail, sizeof(conn->detail),
+                           "close: device stopped reading with %d bytes unacknowledged",
+                           unacknowledged);
+            return OTA_ERR_TIMEOUT;
+        }
+        if (unacknowledged <= 0 && now >= close_deadline) {
+            /* Every byte reached the device; it just did not close. Keep the reason visible. */
+            ota_detail_set(conn->detail, sizeof(conn->detail),
+                           "close: device acknowledged the whole image but did not close");
+            return OTA_OK;
+        }
+
+        int64_t wake = ota_conn_next_wake(unacknowledged, stall_deadline, close_deadline);
+        status = ota_wait_fd(conn->fd, OTA_WAIT_READ, wake, conn->transfer_deadline, conn->cancel);
+        if (status != OTA_OK && status != OTA_ERR_TIMEOUT) {
+            return ota_conn_wait_failed(conn, status, "close");
         }
     }
 }
@@ -411,16 +506,20 @@ ota_conn_finish(ota_conn *conn, int wait_ms)
         return OTA_ERR_USAGE;
     }
 
-    int64_t deadline = ota_deadline_after(wait_ms);
-    int status = ota_conn_send_close_notify(conn, deadline);
+    int stall_ms = conn->stall_timeout_ms >= 0 ? conn->stall_timeout_ms : wait_ms;
+    int64_t stall_deadline = ota_deadline_after(stall_ms);
+    int status = ota_conn_send_close_notify(conn, stall_deadline < conn->transfer_deadline
+                                                      ? stall_deadline
+                                                      : conn->transfer_deadline);
+    if (status == OTA_OK) {
+        shutdown(conn->fd, SHUT_WR);
+        status = ota_conn_await_confirmation(conn, wait_ms);
+    }
     if (status != OTA_OK) {
-        /* close_notify could not go out in time: the device must not take a FIN as the end. */
+        /* Not confirmed: a reset, so that a device still reading sees an error, not an end. */
         ota_conn_abort(conn);
         return status;
     }
-
-    shutdown(conn->fd, SHUT_WR);
-    ota_conn_drain_until_closed(conn, deadline);
     ota_conn_close_gracefully(conn);
     return OTA_OK;
 }

@@ -40,4 +40,72 @@ struct TransferTests {
         agent.child.send(SIGTERM)
         #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(143), "\(agent.transcript)")
     }
+
+    /// The sample image fits in the socket buffers, so the agent's last write returns long before the
+    /// device has read it. A device that gives up then must not count as updated, nor end a once run.
+    @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
+    func deviceThatQuitsAfterTheLastWriteIsNotCountedAsUpdated() async throws {
+        let image = try await ServedImage.sample()
+        let verifier = try await Verifier.start()
+        defer { verifier.child.kill() }
+        var environment = Agent.environment(diceAuthURL: verifier.url)
+        environment["OTA_TIMEOUT"] = "4"
+        let agent = try await Agent.start(environment: environment)
+        defer { agent.child.kill() }
+
+        // Reads slowly, then quits with most of the image unread (its close is a reset).
+        let run = try await DeviceSimulator.run(
+            port: agent.port, options: ["--read-pause-ms", "2", "--timeout-ms", "800"], within: .seconds(10))
+
+        let device = try #require(run.onlyDevice())
+        #expect(device.outcome == "error" && (device.bytes ?? .max) < image.size, "\(device)")
+        let sessionEnd = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
+        #expect(sessionEnd["outcome"] == "failed" && sessionEnd["phase"] == "close", "\(sessionEnd)")
+        #expect(sessionEnd["reason"]?.contains("reset") == true, "\(sessionEnd)")
+        #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(3), "\(agent.transcript)")
+    }
+
+    /// Same buffers, a device that stops reading but keeps the connection: the agent's stall deadline
+    /// still applies after its last write, and the device then sees a reset, not the end of the image.
+    @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
+    func deviceThatStopsReadingAfterTheLastWriteIsReset() async throws {
+        let image = try await ServedImage.sample()
+        let verifier = try await Verifier.start()
+        defer { verifier.child.kill() }
+        var environment = Agent.environment(diceAuthURL: verifier.url)
+        environment["OTA_STALL_TIMEOUT"] = "0.5"
+        environment["OTA_CLOSE_TIMEOUT"] = "0.5"
+        let agent = try await Agent.start(environment: environment)
+        defer { agent.child.kill() }
+
+        let run = try await DeviceSimulator.run(
+            port: agent.port, options: ["--read-pause-ms", "1500"], within: .seconds(20))
+
+        let sessionEnd = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
+        #expect(sessionEnd["outcome"] == "failed" && sessionEnd["phase"] == "close", "\(sessionEnd)")
+        #expect(sessionEnd["reason"]?.contains("stopped reading") == true, "\(sessionEnd)")
+        let device = try #require(run.onlyDevice())
+        #expect(device.outcome == "error" && device.end == nil, "\(device)\n\(run.transcript)")
+        #expect((device.bytes ?? .max) < image.size, "\(device)")
+        #expect(agent.child.isRunning, "\(agent.transcript)")
+    }
+
+    /// A slow device that keeps reading is waited for after the last write, and is updated.
+    @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
+    func slowDeviceStillReadingAfterTheLastWriteIsUpdated() async throws {
+        let image = try await ServedImage.sample()
+        let verifier = try await Verifier.start()
+        defer { verifier.child.kill() }
+        var environment = Agent.environment(diceAuthURL: verifier.url)
+        environment["OTA_CLOSE_TIMEOUT"] = "0.2"
+        let agent = try await Agent.start(environment: environment)
+        defer { agent.child.kill() }
+
+        // About 1.5 s of reading, far longer than the close timeout.
+        let run = try await DeviceSimulator.run(
+            port: agent.port, options: ["--read-size", "1024", "--read-pause-ms", "5"], within: .seconds(20))
+
+        expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
+        #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(0), "\(agent.transcript)")
+    }
 }

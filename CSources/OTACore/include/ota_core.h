@@ -267,8 +267,13 @@ int ota_conn_send_image(ota_conn *conn, const ota_image *image, const ota_transf
 const char *ota_conn_transfer_path(const ota_conn *conn);
 
 /*
- * Ends a complete transfer cleanly: close_notify, shutdown(SHUT_WR), then waits up to
- * `wait_ms` for the device to close before closing the socket.
+ * Ends a complete transfer: close_notify, shutdown(SHUT_WR), then waits for the device to
+ * confirm by closing its side. The image may still sit in socket buffers when the last write
+ * returns, so while the device keeps acknowledging bytes the wait goes on (the transfer's stall
+ * deadline restarts at each progress, its whole deadline still holds); once every byte is
+ * acknowledged the device has `wait_ms` to close. OTA_OK when it closed, or acknowledged
+ * everything and then stayed silent (the detail says so). A reset, a stall or a deadline
+ * returns an error, and the connection has then been reset (as by ota_conn_abort).
  */
 int ota_conn_finish(ota_conn *conn, int wait_ms);
 
