@@ -79,7 +79,7 @@ struct TransferTests {
         defer { agent.child.kill() }
 
         let run = try await DeviceSimulator.run(
-            port: agent.port, options: ["--read-pause-ms", "1500"], within: .seconds(20))
+            port: agent.port, options: ["--read-size", "65536", "--read-pause-ms", "1200"], within: .seconds(20))
 
         let sessionEnd = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
         #expect(sessionEnd["outcome"] == "failed" && sessionEnd["phase"] == "close", "\(sessionEnd)")
