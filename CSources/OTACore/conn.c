@@ -174,16 +174,20 @@ ota_conn_read_step(ota_conn *conn, void *argument)
 }
 
 /* After a complete certificate: anything already sent behind it is a protocol error. */
-static int
-ota_conn_check_nothing_follows(ota_conn *conn)
+int
+ota_conn_check_idle(ota_conn *conn)
 {
+    if (conn == NULL || conn->session == NULL) {
+        return OTA_ERR_USAGE;
+    }
+
     uint8_t probe[1];
     struct ota_read_request request = {.buffer = probe, .capacity = sizeof(probe)};
     int result = ota_conn_step_once(conn, ota_conn_read_step, &request);
 
     if (result == OTA_TLS_DONE) {
         ota_detail_set(conn->detail, sizeof(conn->detail),
-                       "certificate: bytes follow the certificate");
+                       "certificate: the device sent bytes after its certificate");
         return OTA_ERR_PROTOCOL;
     }
     if (result == OTA_ERR_CLOSED) {
@@ -218,7 +222,7 @@ ota_conn_read_certificate(ota_conn *conn, uint8_t *buffer, size_t max_length, si
         }
         if (state == OTA_DER_COMPLETE) {
             *length = filled;
-            return ota_conn_check_nothing_follows(conn);
+            return ota_conn_check_idle(conn);
         }
 
         /* Read no further than the framing asks, so a trailing byte stays visible. */

@@ -27,11 +27,11 @@ struct ota_sha256_ctx {
  * its vaguer message.
  */
 static int
-ota_check_readable(const char *path, const char *what, char *detail, size_t detail_size)
+ota_check_readable(const char *path, char *detail, size_t detail_size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
-        ota_detail_set(detail, detail_size, "cannot read %s %s: %s", what, path, strerror(errno));
+        ota_detail_set(detail, detail_size, "cannot read %s: %s", path, strerror(errno));
         return OTA_ERR_IO;
     }
 
@@ -39,10 +39,42 @@ ota_check_readable(const char *path, const char *what, char *detail, size_t deta
     int is_regular = fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
     close(fd);
     if (!is_regular) {
-        ota_detail_set(detail, detail_size, "cannot read %s %s: not a regular file", what, path);
+        ota_detail_set(detail, detail_size, "cannot read %s: not a regular file", path);
         return OTA_ERR_IO;
     }
     return OTA_OK;
+}
+
+/* The label that starts a failure's detail, naming the input at fault (see ota_core.h). */
+static const char *
+ota_item_label(int item)
+{
+    switch (item) {
+    case OTA_TLS_ITEM_CERTIFICATE: return "certificate";
+    case OTA_TLS_ITEM_KEY: return "private key";
+    case OTA_TLS_ITEM_PAIR: return "certificate and key";
+    default: return "credentials";
+    }
+}
+
+/* Checks both files, then has the backend load them; `*item` names what failed. */
+static int
+ota_load_credentials(const char *certificate_path, const char *key_path,
+                     struct ota_tls_credentials **credentials, int *item, char *cause,
+                     size_t cause_size)
+{
+    *item = OTA_TLS_ITEM_CERTIFICATE;
+    int status = ota_check_readable(certificate_path, cause, cause_size);
+    if (status != OTA_OK) {
+        return status;
+    }
+    *item = OTA_TLS_ITEM_KEY;
+    status = ota_check_readable(key_path, cause, cause_size);
+    if (status != OTA_OK) {
+        return status;
+    }
+    return ota_tls_credentials_load(certificate_path, key_path, credentials, item, cause,
+                                    cause_size);
 }
 
 ota_server_config *
@@ -57,14 +89,6 @@ ota_server_config_new(const char *certificate_path, const char *key_path, int *s
         return NULL;
     }
 
-    *status = ota_check_readable(certificate_path, "certificate", detail, detail_size);
-    if (*status == OTA_OK) {
-        *status = ota_check_readable(key_path, "private key", detail, detail_size);
-    }
-    if (*status != OTA_OK) {
-        return NULL;
-    }
-
     ota_server_config *config = calloc(1, sizeof(*config));
     if (config == NULL) {
         *status = OTA_ERR_MEMORY;
@@ -72,9 +96,12 @@ ota_server_config_new(const char *certificate_path, const char *key_path, int *s
         return NULL;
     }
 
-    *status = ota_tls_credentials_load(certificate_path, key_path, &config->credentials, detail,
-                                       detail_size);
+    int item = OTA_TLS_ITEM_OTHER;
+    char cause[OTA_DETAIL_SIZE] = "";
+    *status = ota_load_credentials(certificate_path, key_path, &config->credentials, &item,
+                                   cause, sizeof(cause));
     if (*status != OTA_OK) {
+        ota_detail_set(detail, detail_size, "%s: %s", ota_item_label(item), cause);
         free(config);
         return NULL;
     }

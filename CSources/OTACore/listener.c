@@ -242,6 +242,9 @@ ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel *ca
     if (listener == NULL || client_fd == NULL || peer == NULL || peer_size == 0) {
         return OTA_ERR_USAGE;
     }
+    if (listener->fd < 0) {
+        return OTA_ERR_CANCELLED;
+    }
 
     int64_t deadline = ota_deadline_after(timeout_ms);
     for (;;) {
@@ -279,6 +282,17 @@ ota_listener_interrupt(ota_listener *listener)
     uint64_t one = 1;
     ssize_t written = write(listener->interrupt_fd, &one, sizeof(one));
     (void)written;
+}
+
+void
+ota_listener_close(ota_listener *listener)
+{
+    if (listener == NULL || listener->fd < 0) {
+        return;
+    }
+    close(listener->fd);
+    listener->fd = -1;
+    ota_listener_interrupt(listener);
 }
 
 void

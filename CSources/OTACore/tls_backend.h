@@ -25,8 +25,17 @@ enum {
 /* The certificate and key, loaded and checked once; shared read-only by sessions. */
 struct ota_tls_credentials;
 
+/* What a failed load was about, so that the caller can name the setting. */
+enum ota_tls_item {
+    OTA_TLS_ITEM_OTHER = 0,
+    OTA_TLS_ITEM_CERTIFICATE = 1,
+    OTA_TLS_ITEM_KEY = 2,
+    OTA_TLS_ITEM_PAIR = 3,
+};
+
+/* On failure `*item` (never NULL) says which input was at fault. */
 int ota_tls_credentials_load(const char *certificate_path, const char *key_path,
-                             struct ota_tls_credentials **credentials, char *detail,
+                             struct ota_tls_credentials **credentials, int *item, char *detail,
                              size_t detail_size);
 
 /* The server certificate in DER, owned by the credentials. */

@@ -268,18 +268,22 @@ ota_mbedtls_configure(struct ota_tls_credentials *credentials, char *detail,
 /* Everything after the allocation, in the order that gives the most useful first failure. */
 static int
 ota_mbedtls_load_all(struct ota_tls_credentials *credentials, const char *certificate_path,
-                     const char *key_path, char *detail, size_t detail_size)
+                     const char *key_path, int *item, char *detail, size_t detail_size)
 {
+    *item = OTA_TLS_ITEM_CERTIFICATE;
     int status = ota_mbedtls_load_certificate(credentials, certificate_path, detail,
                                               detail_size);
     if (status == OTA_OK) {
+        *item = OTA_TLS_ITEM_KEY;
         status = ota_mbedtls_load_key(credentials, key_path, detail, detail_size);
     }
     if (status == OTA_OK) {
+        *item = OTA_TLS_ITEM_PAIR;
         status = ota_mbedtls_check_pair(credentials, certificate_path, key_path, detail,
                                         detail_size);
     }
     if (status == OTA_OK) {
+        *item = OTA_TLS_ITEM_OTHER;
         status = ota_mbedtls_seed_random(credentials, detail, detail_size);
     }
     if (status == OTA_OK) {
@@ -290,10 +294,11 @@ ota_mbedtls_load_all(struct ota_tls_credentials *credentials, const char *certif
 
 int
 ota_tls_credentials_load(const char *certificate_path, const char *key_path,
-                         struct ota_tls_credentials **credentials, char *detail,
+                         struct ota_tls_credentials **credentials, int *item, char *detail,
                          size_t detail_size)
 {
     *credentials = NULL;
+    *item = OTA_TLS_ITEM_OTHER;
     if (certificate_path == NULL || key_path == NULL) {
         ota_detail_set(detail, detail_size, "certificate and key paths are required");
         return OTA_ERR_USAGE;
@@ -312,7 +317,8 @@ ota_tls_credentials_load(const char *certificate_path, const char *key_path,
     mbedtls_ctr_drbg_init(&loaded->random);
     mbedtls_ssl_config_init(&loaded->config);
 
-    status = ota_mbedtls_load_all(loaded, certificate_path, key_path, detail, detail_size);
+    status = ota_mbedtls_load_all(loaded, certificate_path, key_path, item, detail,
+                                  detail_size);
     if (status != OTA_OK) {
         ota_tls_credentials_free(loaded);
         return status;

@@ -86,8 +86,9 @@ ota_openssl_configure(SSL_CTX *context)
 
 static int
 ota_openssl_load_pair(SSL_CTX *context, const char *certificate_path, const char *key_path,
-                      char *detail, size_t detail_size)
+                      int *item, char *detail, size_t detail_size)
 {
+    *item = OTA_TLS_ITEM_CERTIFICATE;
     if (SSL_CTX_use_certificate_chain_file(context, certificate_path) != 1) {
         char cause[200];
         ota_openssl_detail(cause, sizeof(cause), "PEM");
@@ -95,16 +96,25 @@ ota_openssl_load_pair(SSL_CTX *context, const char *certificate_path, const char
                        cause);
         return OTA_ERR_CONFIG;
     }
+
+    *item = OTA_TLS_ITEM_KEY;
     if (SSL_CTX_use_PrivateKey_file(context, key_path, SSL_FILETYPE_PEM) != 1) {
         /* OpenSSL reports a mismatch here too; name it plainly when that is the cause. */
         int mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
         ERR_clear_error();
-        ota_detail_set(detail, detail_size, mismatch
-                           ? "certificate %s and key %s do not match"
-                           : "cannot load private key %s: not a PEM private key (or encrypted)",
-                       mismatch ? certificate_path : key_path, key_path);
+        if (mismatch) {
+            *item = OTA_TLS_ITEM_PAIR;
+            ota_detail_set(detail, detail_size, "certificate %s and key %s do not match",
+                           certificate_path, key_path);
+        } else {
+            ota_detail_set(detail, detail_size,
+                           "cannot load private key %s: not a PEM private key (or encrypted)",
+                           key_path);
+        }
         return OTA_ERR_CONFIG;
     }
+
+    *item = OTA_TLS_ITEM_PAIR;
     if (SSL_CTX_check_private_key(context) != 1) {
         ERR_clear_error();
         ota_detail_set(detail, detail_size, "certificate %s and key %s do not match",
@@ -131,10 +141,11 @@ ota_openssl_keep_der(struct ota_tls_credentials *credentials)
 
 int
 ota_tls_credentials_load(const char *certificate_path, const char *key_path,
-                         struct ota_tls_credentials **credentials, char *detail,
+                         struct ota_tls_credentials **credentials, int *item, char *detail,
                          size_t detail_size)
 {
     *credentials = NULL;
+    *item = OTA_TLS_ITEM_OTHER;
     int status;
     struct ota_tls_credentials *loaded = calloc(1, sizeof(*loaded));
     if (loaded == NULL) {
@@ -148,9 +159,10 @@ ota_tls_credentials_load(const char *certificate_path, const char *key_path,
         return OTA_ERR_INTERNAL;
     }
 
-    status = ota_openssl_load_pair(loaded->context, certificate_path, key_path, detail,
+    status = ota_openssl_load_pair(loaded->context, certificate_path, key_path, item, detail,
                                    detail_size);
     if (status == OTA_OK) {
+        *item = OTA_TLS_ITEM_OTHER;
         status = ota_openssl_keep_der(loaded);
     }
     if (status != OTA_OK) {

@@ -47,6 +47,7 @@ public final class Agent: @unchecked Sendable {
 
     /// Opens the image, loads the certificate and key, and binds the listener.
     public func start() throws(AgentError) {
+        try checkDiceAuthCA()
         let image = try FirmwareImage(path: configuration.imagePath)
         let credentials = try ServerCredentials(certificatePath: configuration.certificatePath,
                                                 keyPath: configuration.keyPath)
@@ -60,6 +61,22 @@ public final class Agent: @unchecked Sendable {
         try logStart(image: image, credentials: credentials)
         logger.info("listening", [LogField("address", listener.address),
                                   LogField("port", listener.port)])
+    }
+
+    /// A CA file that cannot be read would refuse every device later; refuse to start instead.
+    private func checkDiceAuthCA() throws(AgentError) {
+        guard let path = configuration.diceAuth.caPath else { return }
+        let name = "\(EnvironmentKey.diceAuthCAPath.rawValue) (--dice-auth-ca)"
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw .configuration("\(name): cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0 else {
+            throw .configuration("\(name): \(path) is not a non-empty regular file")
+        }
+        guard access(path, R_OK) == 0 else {
+            throw .configuration("\(name): cannot read \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     private func logStart(image: FirmwareImage, credentials: ServerCredentials) throws(AgentError) {
@@ -87,6 +104,8 @@ public final class Agent: @unchecked Sendable {
 
         let deadline = configuration.timeout.map { ContinuousClock.now + $0 }
         acceptLoop(listener, context, until: deadline)
+        // Devices arriving from now on are refused at once instead of waiting unserved.
+        listener.close()
 
         // No more accepts; transfers in flight get the grace period, then are cancelled.
         if !state.waitForSessions(upTo: configuration.gracePeriod) {
@@ -94,7 +113,8 @@ public final class Agent: @unchecked Sendable {
             context.cancel.fire()
             _ = state.waitForSessions(upTo: .seconds(30))
         }
-        let summary = RunSummary(outcome: state.outcome(timedOut: deadline.map { .now >= $0 } ?? false),
+        let summary = RunSummary(outcome: state.outcome(timedOut: deadline.map { .now >= $0 } ?? false,
+                                                mode: configuration.mode),
                                  sessions: state.records)
         logger.info("exiting", [LogField("outcome", describe(summary.outcome)),
                                 LogField("updated", summary.devicesUpdated),
@@ -111,9 +131,18 @@ public final class Agent: @unchecked Sendable {
         }
     }
 
-    /// Stops accepting; transfers in flight may finish within the grace period. Any thread.
+    /// Stops accepting; transfers in flight may finish within the grace period. A second
+    /// call cuts the grace period short: transfers still running are reset. Any thread.
     public func stop(signal: Int32? = nil) {
-        state.requestStop(signal: signal)
+        let again = state.requestStop(signal: signal)
+        var fields = [LogField("in_flight", state.inFlight)]
+        if let signal { fields.insert(LogField("signal", signal), at: 0) }
+        if again {
+            logger.warning("stopping-now", fields)
+            context?.cancel.fire()
+        } else {
+            logger.info("stopping", fields + [LogField("grace_s", Int(configuration.gracePeriod.seconds))])
+        }
         listener?.interrupt()
     }
 
@@ -162,7 +191,7 @@ public final class Agent: @unchecked Sendable {
         onSession?(record)
         let firstUpdate = state.record(record)
         if firstUpdate && configuration.mode == .once {
-            state.requestStop(signal: nil)
+            state.requestStop(signal: nil, external: false)
             listener?.interrupt()
         }
         state.releaseSlot()
@@ -184,17 +213,24 @@ final class RunState: @unchecked Sendable {
     private var active = 0
     private var stopRequested = false
     private var stopSignal: Int32?
+    private var externalStops = 0
     private var finished: [SessionRecord] = []
 
     var stopping: Bool { condition.withLock { stopRequested } }
     var inFlight: Int { condition.withLock { active } }
     var records: [SessionRecord] { condition.withLock { finished } }
 
-    func requestStop(signal: Int32?) {
+    /// Records a stop; true when one had been asked for before (by a caller, not by the run's
+    /// own end in once mode).
+    @discardableResult
+    func requestStop(signal: Int32?, external: Bool = true) -> Bool {
         condition.withLock {
+            let again = externalStops > 0 && external
+            if external { externalStops += 1 }
             if !stopRequested { stopSignal = signal }
             stopRequested = true
             condition.broadcast()
+            return again
         }
     }
 
@@ -235,9 +271,11 @@ final class RunState: @unchecked Sendable {
         }
     }
 
-    func outcome(timedOut: Bool) -> RunOutcome {
+    func outcome(timedOut: Bool, mode: AgentMode) -> RunOutcome {
         condition.withLock {
             if finished.contains(where: { $0.outcome == .updated }) { return .updated }
+            // Serve mode only ever ends on request: that is its clean stop.
+            if mode == .serve && stopRequested { return .stopped }
             if let stopSignal { return .interrupted(signal: stopSignal) }
             return stopRequested && !timedOut ? .stopped : .timedOut
         }

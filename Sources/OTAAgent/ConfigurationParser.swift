@@ -63,14 +63,16 @@ public enum ConfigurationParser {
     public static func parse(arguments: [String], environment: [String: String]) throws(AgentError)
         -> Request
     {
+        // Asking for help wins wherever it stands, even beside a mistake.
+        if arguments.contains(where: { $0 == "-h" || $0 == "--help" }) { return .help }
+        if arguments.contains("--version") { return .version }
+
         var flags: [String: String] = [:]
         var index = 0
         while index < arguments.count {
             let argument = arguments[index]
             index += 1
             switch argument {
-            case "-h", "--help": return .help
-            case "--version": return .version
             case "--serve":
                 flags["--mode"] = AgentMode.serve.rawValue
                 continue
@@ -81,14 +83,19 @@ public enum ConfigurationParser {
             guard settings.contains(where: { $0.flag == flag }) else {
                 throw .configuration("unknown option '\(argument)' (see --help)")
             }
+            let value: String
             if let inlineValue {
-                flags[flag] = inlineValue
+                value = inlineValue
             } else if index < arguments.count {
-                flags[flag] = arguments[index]
+                value = arguments[index]
                 index += 1
             } else {
                 throw .configuration("option \(flag) needs a value")
             }
+            guard !value.isEmpty else {
+                throw .configuration("option \(flag) needs a value (leave the option out for its default)")
+            }
+            flags[flag] = value
         }
         return .run(try build(SettingValues(flags: flags, environment: environment)))
     }
@@ -101,6 +108,7 @@ public enum ConfigurationParser {
     }
 
     private static func build(_ values: SettingValues) throws(AgentError) -> AgentConfiguration {
+        try values.requireAll(["--image", "--dice-auth-url", "--cert", "--key"])
         var configuration = AgentConfiguration(
             imagePath: try values.required("--image"),
             diceAuthURL: try values.required("--dice-auth-url"),
@@ -161,6 +169,10 @@ public enum ConfigurationParser {
         guard let host = url.host, !host.isEmpty else {
             throw .configuration("\(name): '\(text)' has no host")
         }
+        // The same parser as the requests themselves, so a URL accepted here is one curl takes.
+        if let problem = DiceAuthClient.urlProblem(text) {
+            throw .configuration("\(name): '\(text)': \(problem)")
+        }
     }
 
     /// The text of `ota-agent --help`.
@@ -212,6 +224,15 @@ struct SettingValues {
         return setting(flag).key.flatMap { environment[$0] }
     }
 
+    /// Fails naming every one of `flags` that has no value, not just the first.
+    func requireAll(_ flags: [String]) throws(AgentError) {
+        let missing = flags.filter { string($0) == nil }
+        guard !missing.isEmpty else { return }
+        let names = missing.map { flag in setting(flag).key.map { "\($0.rawValue) (\(flag))" } ?? flag }
+        let verb = missing.count == 1 ? "is" : "are"
+        throw .configuration("\(names.joined(separator: ", ")) \(verb) not set (see --help)")
+    }
+
     func required(_ flag: String) throws(AgentError) -> String {
         guard let value = string(flag) else {
             let variable = setting(flag).key.map { "\($0.rawValue) is not set" } ?? "missing"
@@ -232,7 +253,8 @@ struct SettingValues {
     func duration(_ flag: String) throws(AgentError) -> Duration? {
         guard let text = string(flag) else { return nil }
         guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 31_536_000 else {
-            throw .configuration("\(name(of: flag)): '\(text)' is not a number of seconds > 0")
+            throw .configuration("\(name(of: flag)): '\(text)' is not a number of seconds "
+                + "greater than 0 and at most 31536000 (a year)")
         }
         return .milliseconds(Int64((seconds * 1000).rounded(.up)))
     }

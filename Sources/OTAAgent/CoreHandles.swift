@@ -40,10 +40,10 @@ final class ServerCredentials: @unchecked Sendable {
     private static func settingName(_ detail: String) -> String {
         let certificate = "\(EnvironmentKey.certificatePath.rawValue) (--cert)"
         let key = "\(EnvironmentKey.keyPath.rawValue) (--key)"
-        if detail.contains("do not match") {
+        if detail.hasPrefix("certificate and key:") {
             return "\(certificate) / \(key)"
         }
-        return detail.contains("key") ? key : certificate
+        return detail.hasPrefix("private key:") ? key : certificate
     }
 
     deinit { ota_server_config_free(raw) }
@@ -152,6 +152,10 @@ final class Listener: @unchecked Sendable {
 
     /// Makes a blocked accept, and every later one, return `.stopped`. Any thread.
     func interrupt() { ota_listener_interrupt(raw) }
+
+    /// Closes the socket so new devices are refused at once. Only from the accepting thread,
+    /// after it stopped accepting.
+    func close() { ota_listener_close(raw) }
 }
 
 /// The result of one core call on a session.
@@ -215,6 +219,11 @@ final class DeviceConnection {
         }
         if status == OTA_OK.rawValue { return (sent, nil) }
         return (sent, CoreFailure(status: status, detail: String(cString: ota_conn_detail(raw))))
+    }
+
+    /// Throws when the device sent anything after its certificate, or closed.
+    func checkIdle() throws(CoreFailure) {
+        try check(ota_conn_check_idle(raw))
     }
 
     func finish(within deadline: Duration) throws(CoreFailure) {

@@ -78,6 +78,9 @@ struct DeviceSession {
                 return
             }
 
+            // The device may only read from now on; bytes it sent during the verdict are refused.
+            try connection.checkIdle()
+
             record.phase = .transfer
             try transfer(connection, &record)
             record.phase = .done
@@ -103,9 +106,11 @@ struct DeviceSession {
         if case .unavailable(let reason) = report.verdict {
             fields.append(LogField("reason", reason))
         }
-        context.logger.info("verdict", fields)
-        if !report.verdict.isVerified {
-            record.reason = "Dice-Auth did not verify the certificate"
+        context.logger.log(report.verdict.isVerified ? .info : .warning, "verdict", fields)
+        switch report.verdict {
+        case .verified: break
+        case .rejected(let status): record.reason = "Dice-Auth answered HTTP \(status): not verified"
+        case .unavailable(let reason): record.reason = "no verdict from Dice-Auth: \(reason)"
         }
         return report.verdict.isVerified
     }
@@ -129,16 +134,22 @@ struct DeviceSession {
                      _ record: inout SessionRecord)
     {
         record.reason = failure.detail.isEmpty ? failure.name : failure.detail
-        let badInput = failure.status == CoreStatus.protocolError && record.phase == .certificate
+        let badInput = failure.status == CoreStatus.protocolError
+            && (record.phase == .certificate || record.phase == .attestation)
         record.outcome = badInput ? .refused : .failed
-        if record.phase == .close {
-            // finish() fails only when close_notify could not go out, and has reset already.
+        switch record.phase {
+        case .close, .done:
+            // finish() has reset the connection already when it could not confirm the image.
             return
-        }
-        if record.phase == .transfer || failure.status == CoreStatus.cancelled {
+        case .handshake, .transfer:
+            // No TLS session to close politely, or image bytes already out: a reset.
             connection.abort()
-        } else {
-            connection.refuse()
+        case .certificate, .attestation:
+            if failure.status == CoreStatus.cancelled {
+                connection.abort()
+            } else {
+                connection.refuse()
+            }
         }
     }
 

@@ -56,6 +56,14 @@ public final class DiceAuthClient: Sendable {
         curl_global_init(Int(CURL_GLOBAL_DEFAULT))
     }()
 
+    /// Why curl would refuse `url`, or nil when it takes it (checked once, at start).
+    static func urlProblem(_ url: String) -> String? {
+        guard let parsed = curl_url() else { return "cannot check the URL (out of memory)" }
+        defer { curl_url_cleanup(parsed) }
+        let code = curl_url_set(parsed, CURLUPART_URL, url, 0)
+        return code == CURLUE_OK ? nil : String(cString: curl_url_strerror(code))
+    }
+
     /// Verifies a certificate given in PEM, within `deadline` in all.
     func verify(pem: String, deadline: Duration, cancel: CancelSource,
                 random: () -> Double = { Double.random(in: 0...1) }) -> VerificationReport
@@ -78,7 +86,7 @@ public final class DiceAuthClient: Sendable {
                                                  retryAfter: attempt.retryAfter,
                                                  remaining: deadline - elapsed, random: random())
             guard let delay, !cancel.wait(delay) else {
-                return VerificationReport(verdict: attempt.verdict, attempts: attempts,
+                return VerificationReport(verdict: attempt.givenUp(after: attempts), attempts: attempts,
                                           duration: clock.now - start, httpStatus: attempt.status)
             }
         }
@@ -90,6 +98,13 @@ public final class DiceAuthClient: Sendable {
         var retryable: Bool
         var status: Int = 0
         var retryAfter: Duration?
+
+        /// The verdict once retries are over: an overloaded or failing Dice-Auth (429, 5xx)
+        /// gave no verdict at all, which the logs should not call a rejection.
+        func givenUp(after attempts: Int) -> Verdict {
+            guard case .rejected(let status) = verdict else { return verdict }
+            return .unavailable(reason: "HTTP \(status) after \(attempts) attempts")
+        }
     }
 
     private func post(pem: String, timeout: Duration, cancel: CancelSource) -> Attempt {

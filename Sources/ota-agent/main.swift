@@ -38,9 +38,10 @@ func raiseOpenFileLimit() {
     setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
-/// SIGINT and SIGTERM stop the agent gracefully; the handlers run on a dispatch queue.
+/// SIGINT, SIGTERM and SIGHUP stop the agent gracefully (a second one stops it at once);
+/// the handlers run on a dispatch queue.
 func installStopHandlers(_ agent: Agent) -> [DispatchSourceSignal] {
-    [SIGINT, SIGTERM].map { number in
+    [SIGINT, SIGTERM, SIGHUP].map { number in
         signal(number, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
         source.setEventHandler { agent.stop(signal: number) }

@@ -66,6 +66,25 @@ struct AttestationTests {
         #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(0), "\(agent.transcript)")
     }
 
+    /// 503 every time: retried to the attempt limit, then refused as "no verdict", with a
+    /// Retry-After the agent honours (the attempts are at least a second apart).
+    @Test func diceAuthFailingEveryTimeGivesNoVerdictAfterTheRetries() async throws {
+        let verifier = try await Verifier.start(["--status", "503", "--retry-after", "1"])
+        defer { verifier.child.kill() }
+        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
+        defer { agent.child.kill() }
+
+        let run = try await DeviceSimulator.run(port: agent.port)
+
+        expectRefused(run.onlyDevice(), "\(run.transcript)\n\(agent.transcript)")
+        let verdict = try #require(await agent.waitForLog("verdict"), "\(agent.transcript)")
+        #expect(verdict["verdict"] == "unavailable" && verdict.integer("attempts") == 4, "\(verdict)")
+        #expect((verdict.integer("dice_auth_ms") ?? 0) >= 3000, "Retry-After: 1 ignored? \(verdict)")
+        #expect(verdict.level == "warning", "\(verdict)")
+        let sessionEnd = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
+        #expect(sessionEnd["reason"]?.contains("HTTP 503") == true, "\(sessionEnd)")
+    }
+
     @Test func diceAuthRejectionIsFinalAndNotRetried() async throws {
         let verifier = try await Verifier.start(["--status", "401"])
         defer { verifier.child.kill() }

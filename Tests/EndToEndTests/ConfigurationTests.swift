@@ -13,6 +13,8 @@ struct ConfigurationTests {
         var arguments: [String] = []
         /// Every one of these must be in the message.
         let names: [String]
+        /// None of these may be: the message must not blame the wrong setting.
+        var wrongNames: [String] = []
     }
 
     static let cases: [Misconfiguration] = [
@@ -53,6 +55,34 @@ struct ConfigurationTests {
                              env["SERVER_KEY_PATH"] = folder.appendingPathComponent("absent.key").path
                          },
                          names: ["SERVER_KEY_PATH"]),
+        Misconfiguration(testDescription: "certificate path holding a key",
+                         breakEnvironment: { env, _ in
+                             env["SERVER_CRT_PATH"] = Fixtures.certificate("agent-rsa.key").path
+                         },
+                         names: ["SERVER_CRT_PATH"], wrongNames: ["SERVER_KEY_PATH"]),
+        Misconfiguration(testDescription: "key path holding a certificate",
+                         breakEnvironment: { env, _ in
+                             env["SERVER_KEY_PATH"] = Fixtures.certificate("agent-rsa.crt").path
+                         },
+                         names: ["SERVER_KEY_PATH"], wrongNames: ["SERVER_CRT_PATH"]),
+        Misconfiguration(testDescription: "Dice-Auth URL with a port over 65535",
+                         breakEnvironment: { env, _ in env["DICE_AUTH_URL"] = "http://127.0.0.1:99999/verify" },
+                         names: ["DICE_AUTH_URL"]),
+        Misconfiguration(testDescription: "Dice-Auth CA file missing",
+                         breakEnvironment: { env, folder in
+                             env["DICE_AUTH_CA_PATH"] = folder.appendingPathComponent("absent.pem").path
+                         },
+                         names: ["DICE_AUTH_CA_PATH"]),
+        Misconfiguration(testDescription: "Dice-Auth CA path is a FIFO",
+                         breakEnvironment: { env, folder in
+                             let fifo = folder.appendingPathComponent("ca.fifo").path
+                             guard mkfifo(fifo, 0o600) == 0 else { throw HarnessError("mkfifo: errno \(errno)") }
+                             env["DICE_AUTH_CA_PATH"] = fifo
+                         },
+                         names: ["DICE_AUTH_CA_PATH"]),
+        Misconfiguration(testDescription: "--port with an empty value",
+                         breakEnvironment: { _, _ in }, arguments: ["--port", ""],
+                         names: ["--port"]),
         Misconfiguration(testDescription: "Dice-Auth URL with scheme ftp",
                          breakEnvironment: { env, _ in env["DICE_AUTH_URL"] = "ftp://x" },
                          names: ["DICE_AUTH_URL"]),
@@ -92,6 +122,9 @@ struct ConfigurationTests {
         #expect(!message.contains("listening"), "served despite the error\n\(child.transcript)")
         for name in misconfiguration.names {
             #expect(message.contains(name), "the message does not name \(name): \(message)")
+        }
+        for name in misconfiguration.wrongNames {
+            #expect(!message.contains(name), "the message blames \(name): \(message)")
         }
     }
 

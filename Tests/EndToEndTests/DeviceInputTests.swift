@@ -68,4 +68,28 @@ struct DeviceInputTests {
         #expect(verifier.requests.isEmpty, "\(verifier.child.transcript)")
         #expect(agent.child.isRunning, "\(agent.transcript)")
     }
+
+    /// The protocol has the device only read after its certificate. A byte sent later, while
+    /// Dice-Auth deliberates, is caught before the first image byte goes out.
+    @Test func bytesSentAfterTheCertificateInALaterRecordAreRefused() async throws {
+        let scratch = try ScratchFolder()
+        defer { scratch.remove() }
+        let certificate = [UInt8](try Data(contentsOf: Fixtures.certificate("device.der")))
+        let payload = try scratch.write("trailing.bin", certificate + [0x00])
+        let verifier = try await Verifier.start(["--delay-ms", "600"])
+        defer { verifier.child.kill() }
+        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
+        defer { agent.child.kill() }
+
+        // The certificate in one record, the extra byte in a second one 200 ms later.
+        let run = try await DeviceSimulator.run(
+            port: agent.port, payload: payload,
+            options: ["--chunk", String(certificate.count), "--pause-ms", "200"])
+
+        #expect((run.onlyDevice()?.bytes ?? 1) == 0, "\(run.transcript)")
+        let refusal = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
+        #expect(refusal["outcome"] == "refused" && refusal.integer("bytes") == 0, "\(refusal)")
+        #expect(refusal["reason"]?.contains("after its certificate") == true, "\(refusal)")
+        #expect(agent.child.isRunning, "\(agent.transcript)")
+    }
 }

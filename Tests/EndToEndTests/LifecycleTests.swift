@@ -42,6 +42,62 @@ struct LifecycleTests {
                 "\(agent.transcript)")
     }
 
+    @Test func serveModeStoppedBySignalExitsZero() async throws {
+        var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL)
+        environment["OTA_MODE"] = "serve"
+        let agent = try await Agent.start(environment: environment)
+        defer { agent.child.kill() }
+
+        agent.child.send(SIGTERM)
+
+        #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(0), "\(agent.transcript)")
+        #expect(agent.log("stopping").first?["signal"] == String(SIGTERM), "\(agent.transcript)")
+        #expect(agent.log("exiting").first?["outcome"] == "stopped", "\(agent.transcript)")
+    }
+
+    /// Once the first device is updated, a device arriving while another transfer drains is
+    /// refused at once (the port is closed), not left waiting for an agent that will not serve it.
+    @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"))
+    func newDevicesAreRefusedWhileTheLastTransfersDrain() async throws {
+        let verifier = try await Verifier.start()
+        defer { verifier.child.kill() }
+        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
+        defer { agent.child.kill() }
+
+        // A slow device (about 3 s) and then a fast one that ends the once run.
+        async let slow = DeviceSimulator.run(
+            port: agent.port, options: ["--read-size", "1024", "--read-pause-ms", "10"], within: .seconds(30))
+        _ = await agent.waitForLog("verdict")
+        let fast = try await DeviceSimulator.run(port: agent.port)
+        #expect(fast.onlyDevice()?.outcome == "updated", "\(fast.transcript)")
+        _ = await agent.waitForLog("session-end")
+
+        #expect(LoopbackSocket.connectError(port: agent.port) == ECONNREFUSED, "\(agent.transcript)")
+        #expect(try await slow.onlyDevice()?.outcome == "updated", "\(agent.transcript)")
+        #expect(await agent.child.waitForExit(within: .seconds(20)) == .exited(0), "\(agent.transcript)")
+    }
+
+    /// A second stop signal ends the grace period: a transfer still running is reset.
+    @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"))
+    func secondStopSignalResetsTransfersInFlight() async throws {
+        let verifier = try await Verifier.start()
+        defer { verifier.child.kill() }
+        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
+        defer { agent.child.kill() }
+
+        async let slow = DeviceSimulator.run(
+            port: agent.port, options: ["--read-size", "4096", "--read-pause-ms", "50"], within: .seconds(30))
+        _ = await agent.waitForLog("verdict")
+        agent.child.send(SIGTERM)
+        _ = await agent.waitForLog("stopping")
+        agent.child.send(SIGTERM)
+
+        #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(143), "\(agent.transcript)")
+        #expect(await agent.waitForLog("stopping-now") != nil, "\(agent.transcript)")
+        let device = try await slow.onlyDevice()
+        #expect(device?.outcome == "error" && device?.end == nil, "\(String(describing: device))")
+    }
+
     @Test func helpExitsZeroAndNamesEveryEnvironmentVariable() async throws {
         let child = try Agent.launch(environment: Fixtures.baseEnvironment, arguments: ["--help"])
         defer { child.kill() }

@@ -259,3 +259,36 @@ struct ConfigurationParserTests {
         #expect(parsed.timeout == .seconds(30))
     }
 }
+
+@Suite("ConfigurationParser: what a first-time user runs into")
+struct ConfigurationFirstUseTests {
+    @Test("with nothing set, every missing required setting is named in one message")
+    func everyMissingSettingNamedAtOnce() {
+        let message = refusal([], environment: [:])
+        for name in ["NEW_FIRMWARE_PATH", "DICE_AUTH_URL", "SERVER_CRT_PATH", "SERVER_KEY_PATH"] {
+            #expect(message.contains(name), "\(message)")
+        }
+    }
+
+    @Test("an option given an empty value is an error, not silently the default",
+          arguments: [["--port", ""], ["--port="], ["--bind", ""], ["--image="]])
+    func emptyOptionValue(arguments: [String]) {
+        #expect(refusal(arguments).contains("needs a value"))
+    }
+
+    @Test("--help and --version win wherever they stand, even after a mistake",
+          arguments: [["--bogus", "--help"], ["--port", "x", "-h"], ["--frobnicate", "--version"]])
+    func helpWinsAnywhere(arguments: [String]) throws {
+        let request = try ConfigurationParser.parse(arguments: arguments, environment: [:])
+        switch request {
+        case .help, .version: break
+        case .run: Issue.record("expected help or version, got a run")
+        }
+    }
+
+    @Test("a Dice-Auth URL curl would refuse is refused at start",
+          arguments: ["http://127.0.0.1:99999/verify", "http://[::1/verify"])
+    func urlCurlWouldRefuse(url: String) {
+        #expect(refusal(["--dice-auth-url", url]).contains("--dice-auth-url"))
+    }
+}

@@ -159,7 +159,9 @@ typedef struct ota_server_config ota_server_config;
  * RSA and ECDSA P-256 keys work. TLS 1.2 at least (what the field devices speak); TLS 1.3
  * too where the backend has it.
  * On failure returns NULL, sets `*status` (OTA_ERR_CONFIG or OTA_ERR_IO) and writes a message
- * naming the file and the cause to `detail`. Key material never appears in any message.
+ * naming the file and the cause to `detail`. The message starts with "certificate: ",
+ * "private key: " or "certificate and key: " (a mismatch), saying which input is at fault.
+ * Key material never appears in any message.
  */
 ota_server_config *ota_server_config_new(const char *certificate_path, const char *key_path,
                                          int *status, char *detail, size_t detail_size);
@@ -197,7 +199,14 @@ int ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel
 /* Makes a blocked and every later accept return OTA_ERR_CANCELLED. Any thread. */
 void ota_listener_interrupt(ota_listener *listener);
 
-/* Closes the socket. */
+/*
+ * Closes the listening socket now, so that new connections are refused rather than left
+ * waiting in the queue; the handle stays valid and every later accept returns
+ * OTA_ERR_CANCELLED. Call it from the thread that accepts, once it has stopped accepting.
+ */
+void ota_listener_close(ota_listener *listener);
+
+/* Closes the socket if still open, and frees the handle. */
 void ota_listener_free(ota_listener *listener);
 
 /* ---- image --------------------------------------------------------------------------------- */
@@ -246,6 +255,14 @@ const char *ota_conn_cipher(const ota_conn *conn);
  */
 int ota_conn_read_certificate(ota_conn *conn, uint8_t *buffer, size_t max_length,
                               size_t *length, int timeout_ms);
+
+/*
+ * Checks, without waiting, that the device has sent nothing since its certificate: the
+ * protocol has it only read from then on. OTA_OK when nothing arrived, OTA_ERR_PROTOCOL when
+ * bytes did, OTA_ERR_CLOSED when it closed. ota_conn_read_certificate makes the same check
+ * at once; calling this again just before the transfer catches bytes sent later.
+ */
+int ota_conn_check_idle(ota_conn *conn);
 
 /* Called after each block is handed to TLS, on the transferring thread. */
 typedef void (*ota_progress_fn)(void *context, uint64_t bytes_sent, uint64_t bytes_total);

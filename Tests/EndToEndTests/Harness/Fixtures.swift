@@ -123,6 +123,25 @@ enum LoopbackSocket {
         return (descriptor, UInt16(bigEndian: address.sin_port))
     }
 
+    /// The errno of a TCP connect to 127.0.0.1:`port` (0 when it connected).
+    static func connectError(port: UInt16) -> Int32 {
+        DescriptorCreation.serialized {
+            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard descriptor >= 0 else { return errno }
+            defer { close(descriptor) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = port.bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            return connected == 0 ? 0 : errno
+        }
+    }
+
     /// A loopback port nobody listens on: bound once by us, then released.
     static func closedPort() throws -> UInt16 {
         let (descriptor, port) = try listening()
