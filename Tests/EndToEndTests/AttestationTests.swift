@@ -7,10 +7,9 @@ import Testing
 struct AttestationTests {
     @Test func rogueDeviceGetsNothingAndAgentServesNext() async throws {
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start()
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         let rogue = try await DeviceSimulator.run(port: agent.port, attestation: "rogue-device.der")
         expectRefused(rogue.onlyDevice(), "\(rogue.transcript)\n\(agent.transcript)")
@@ -50,10 +49,9 @@ struct AttestationTests {
 
     @Test func diceAuthServerErrorIsRetriedAndDeviceUpdated() async throws {
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start(["--fail-first", "1"])
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(verifierOptions: ["--fail-first", "1"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         let run = try await DeviceSimulator.run(port: agent.port)
 
@@ -69,10 +67,9 @@ struct AttestationTests {
     /// 503 every time: retried to the attempt limit, then refused as "no verdict", with a
     /// Retry-After the agent honours (the attempts are at least a second apart).
     @Test func diceAuthFailingEveryTimeGivesNoVerdictAfterTheRetries() async throws {
-        let verifier = try await Verifier.start(["--status", "503", "--retry-after", "1"])
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(verifierOptions: ["--status", "503", "--retry-after", "1"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         let run = try await DeviceSimulator.run(port: agent.port)
 
@@ -86,10 +83,9 @@ struct AttestationTests {
     }
 
     @Test func diceAuthRejectionIsFinalAndNotRetried() async throws {
-        let verifier = try await Verifier.start(["--status", "401"])
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(verifierOptions: ["--status", "401"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         // The genuine device: only Dice-Auth's answer refuses it.
         let run = try await DeviceSimulator.run(port: agent.port)
@@ -107,12 +103,9 @@ struct AttestationTests {
     }
 
     @Test func hangingDiceAuthRefusesDeviceAtTheDeadline() async throws {
-        let verifier = try await Verifier.start(["--hang"])
-        defer { verifier.child.kill() }
-        var environment = Agent.environment(diceAuthURL: verifier.url)
-        environment["OTA_DICE_AUTH_TIMEOUT"] = "2"
-        let agent = try await Agent.start(environment: environment)
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(verifierOptions: ["--hang"], settings: ["OTA_DICE_AUTH_TIMEOUT": "2"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         let run = try await DeviceSimulator.run(port: agent.port, within: .seconds(15))
 

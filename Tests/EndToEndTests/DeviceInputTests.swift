@@ -26,10 +26,9 @@ struct DeviceInputTests {
         defer { scratch.remove() }
         let payload = try scratch.write("garbage.bin", garbage.bytes())
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start()
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         let bad = try await DeviceSimulator.run(port: agent.port, payload: payload)
 
@@ -76,10 +75,9 @@ struct DeviceInputTests {
         defer { scratch.remove() }
         let certificate = [UInt8](try Data(contentsOf: Fixtures.certificate("device.der")))
         let payload = try scratch.write("trailing.bin", certificate + [0x00])
-        let verifier = try await Verifier.start(["--delay-ms", "600"])
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(verifierOptions: ["--delay-ms", "600"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         // The certificate in one record, the extra byte in a second one 200 ms later.
         let run = try await DeviceSimulator.run(

@@ -59,10 +59,9 @@ struct LifecycleTests {
     /// refused at once (the port is closed), not left waiting for an agent that will not serve it.
     @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"))
     func newDevicesAreRefusedWhileTheLastTransfersDrain() async throws {
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start()
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         // A slow device (about 3 s) and then a fast one that ends the once run.
         async let slow = DeviceSimulator.run(
@@ -80,10 +79,9 @@ struct LifecycleTests {
     /// A second stop signal ends the grace period: a transfer still running is reset.
     @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"))
     func secondStopSignalResetsTransfersInFlight() async throws {
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start()
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         async let slow = DeviceSimulator.run(
             port: agent.port, options: ["--read-size", "4096", "--read-pause-ms", "50"], within: .seconds(30))

@@ -14,12 +14,9 @@ struct TransferTests {
         // Far more than the socket buffers of both ends hold, so the agent must wait for the device.
         let imageURL = try scratch.write("large.bin", [UInt8](repeating: 0x5A, count: 16 << 20))
         let image = try await ServedImage.of(imageURL)
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        var environment = Agent.environment(diceAuthURL: verifier.url, image: image.url)
-        environment["OTA_STALL_TIMEOUT"] = "0.25"
-        let agent = try await Agent.start(environment: environment)
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(settings: ["OTA_STALL_TIMEOUT": "0.25"], image: image.url)
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         // A device that reads a record, then pauses: far slower than the stall deadline allows.
         let run = try await DeviceSimulator.run(
@@ -46,12 +43,9 @@ struct TransferTests {
     @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
     func deviceThatQuitsAfterTheLastWriteIsNotCountedAsUpdated() async throws {
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        var environment = Agent.environment(diceAuthURL: verifier.url)
-        environment["OTA_TIMEOUT"] = "4"
-        let agent = try await Agent.start(environment: environment)
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(settings: ["OTA_TIMEOUT": "4"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         // Reads slowly, then quits with most of the image unread (its close is a reset).
         let run = try await DeviceSimulator.run(
@@ -70,13 +64,9 @@ struct TransferTests {
     @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
     func deviceThatStopsReadingAfterTheLastWriteIsReset() async throws {
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        var environment = Agent.environment(diceAuthURL: verifier.url)
-        environment["OTA_STALL_TIMEOUT"] = "0.5"
-        environment["OTA_CLOSE_TIMEOUT"] = "0.5"
-        let agent = try await Agent.start(environment: environment)
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(settings: ["OTA_STALL_TIMEOUT": "0.5", "OTA_CLOSE_TIMEOUT": "0.5"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         let run = try await DeviceSimulator.run(
             port: agent.port, options: ["--read-size", "65536", "--read-pause-ms", "1200"], within: .seconds(20))
@@ -94,12 +84,9 @@ struct TransferTests {
     @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
     func slowDeviceStillReadingAfterTheLastWriteIsUpdated() async throws {
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        var environment = Agent.environment(diceAuthURL: verifier.url)
-        environment["OTA_CLOSE_TIMEOUT"] = "0.2"
-        let agent = try await Agent.start(environment: environment)
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(settings: ["OTA_CLOSE_TIMEOUT": "0.2"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         // About 1.5 s of reading, far longer than the close timeout.
         let run = try await DeviceSimulator.run(

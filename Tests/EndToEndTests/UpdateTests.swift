@@ -8,10 +8,9 @@ struct UpdateTests {
         let scratch = try ScratchFolder()
         defer { scratch.remove() }
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start()
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         let received = scratch.file("received.bin")
         let run = try await DeviceSimulator.run(port: agent.port, options: ["--output", received.path])
@@ -33,10 +32,9 @@ struct UpdateTests {
 
     @Test func certificateSentInSmallPiecesWithPausesIsAccepted() async throws {
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start()
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         // device.der is about 640 bytes: 13 records, 1.2 s in all, well inside the deadline.
         let certificateSize = try Data(contentsOf: Fixtures.certificate("device.der")).count
@@ -51,11 +49,9 @@ struct UpdateTests {
 
     @Test func ecdsaServerCertificateServesTheImage() async throws {
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url,
-                                                                         server: "agent-ec"))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(server: "agent-ec")
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         let run = try await DeviceSimulator.run(port: agent.port, server: "agent-ec")
 
@@ -72,10 +68,9 @@ struct UpdateTests {
         let scratch = try ScratchFolder()
         defer { scratch.remove() }
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: verifier.url))
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start()
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         // -quiet implies -ign_eof: s_client sends stdin (the DER), then prints until the server ends.
         let received = scratch.file("received.bin")
@@ -98,12 +93,9 @@ struct UpdateTests {
     @Test(.enabled(if: LoopbackSocket.ipv6LoopbackAvailable, "::1 cannot be bound on this host"))
     func agentBoundToIPv6LoopbackServesADevice() async throws {
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        var environment = Agent.environment(diceAuthURL: verifier.url)
-        environment["OTA_BIND"] = "::1"
-        let agent = try await Agent.start(environment: environment)
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(settings: ["OTA_BIND": "::1"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
         #expect(agent.log("listening").first?["address"] == "::1", "\(agent.transcript)")
 
         let run = try await DeviceSimulator.run(port: agent.port, host: "::1")
@@ -115,12 +107,9 @@ struct UpdateTests {
 
     @Test func serveModeUpdatesSeveralDevicesAtOnceAndStopsCleanly() async throws {
         let image = try await ServedImage.sample()
-        let verifier = try await Verifier.start()
-        defer { verifier.child.kill() }
-        var environment = Agent.environment(diceAuthURL: verifier.url)
-        environment["OTA_MODE"] = "serve"
-        let agent = try await Agent.start(environment: environment)
-        defer { agent.child.kill() }
+        let testbed = try await Testbed.start(settings: ["OTA_MODE": "serve"])
+        defer { testbed.stop() }
+        let (verifier, agent) = (testbed.verifier, testbed.agent)
 
         let run = try await DeviceSimulator.run(port: agent.port, options: ["--devices", "4"])
 

@@ -38,6 +38,33 @@ struct Verifier {
     }
 }
 
+/// The setup most tests share: a verifier, and an agent that asks it.
+struct Testbed {
+    let verifier: Verifier
+    let agent: Agent
+
+    /// Starts both; `settings` override the agent's environment (see `Agent.environment`).
+    static func start(verifierOptions: [String] = [], settings: [String: String] = [:],
+                      server: String = "agent-rsa", image: URL = Fixtures.sampleImage) async throws -> Testbed
+    {
+        let verifier = try await Verifier.start(verifierOptions)
+        do {
+            let environment = Agent.environment(diceAuthURL: verifier.url, server: server, image: image)
+                .merging(settings) { _, new in new }
+            return Testbed(verifier: verifier, agent: try await Agent.start(environment: environment))
+        } catch {
+            verifier.child.kill()
+            throw error
+        }
+    }
+
+    /// Kills both, for `defer`.
+    func stop() {
+        agent.child.kill()
+        verifier.child.kill()
+    }
+}
+
 /// The ota-agent under test, configured by its environment as deployments do.
 struct Agent {
     let child: ChildProcess
