@@ -28,6 +28,15 @@
 /* The most the agent discards while waiting for the device to close. */
 #define OTA_FINISH_DRAIN_LIMIT (1024 * 1024)
 
+/* The most one sendfile(2) call is asked for, so progress and deadlines stay responsive. */
+#define OTA_SENDFILE_SLICE (1024 * 1024)
+
+/* A caller's progress callback and its context. */
+struct ota_progress {
+    ota_progress_fn callback;
+    void *context;
+};
+
 /* How often the final phase looks at the send queue while bytes are unacknowledged. */
 #define OTA_ACK_POLL_MS 100
 
@@ -240,6 +249,34 @@ ota_conn_read_certificate(ota_conn *conn, uint8_t *buffer, size_t max_length, si
     }
 }
 
+/*
+ * Repeats one transfer step until it makes progress, waiting for the device in between: at
+ * most the stall deadline per wait, and never past the whole transfer's deadline.
+ */
+static int
+ota_conn_transfer_step(ota_conn *conn, ota_conn_step step, void *request)
+{
+    for (;;) {
+        int result = ota_conn_step_once(conn, step, request);
+        if (result == OTA_TLS_DONE || result < 0) {
+            return result;
+        }
+
+        int64_t stall_deadline = ota_deadline_after(conn->stall_timeout_ms);
+        int status = ota_conn_wait_for(conn, result, stall_deadline, conn->transfer_deadline,
+                                       "transfer");
+        if (status == OTA_ERR_TIMEOUT) {
+            int whole = ota_now_ms() >= conn->transfer_deadline;
+            ota_detail_set(conn->detail, sizeof(conn->detail), "transfer: %s",
+                           whole ? "whole-transfer deadline passed"
+                                 : "device stopped reading (stall deadline passed)");
+        }
+        if (status != OTA_OK) {
+            return status;
+        }
+    }
+}
+
 /* What a write step sends. */
 struct ota_write_request {
     const uint8_t *block;
@@ -255,44 +292,43 @@ ota_conn_write_step(ota_conn *conn, void *argument)
                                  &request->written, conn->detail, sizeof(conn->detail));
 }
 
-/* Writes one block in full, waiting for the device within the transfer's deadlines. */
+/* Writes one block in full. */
 static int
-ota_conn_write_block(ota_conn *conn, const uint8_t *block, size_t length,
-                     const ota_transfer_limits *limits, int64_t total_deadline)
+ota_conn_write_block(ota_conn *conn, const uint8_t *block, size_t length)
 {
     size_t done = 0;
     while (done < length) {
         struct ota_write_request request = {.block = block + done, .length = length - done};
-        int result = ota_conn_step_once(conn, ota_conn_write_step, &request);
-        if (result < 0) {
-            return result;
-        }
-        if (result == OTA_TLS_DONE) {
-            done += request.written;
-            continue;
-        }
-
-        int64_t stall_deadline = ota_deadline_after(limits->stall_timeout_ms);
-        int status = ota_conn_wait_for(conn, result, stall_deadline, total_deadline, "transfer");
-        if (status == OTA_ERR_TIMEOUT) {
-            int whole = ota_now_ms() >= total_deadline;
-            ota_detail_set(conn->detail, sizeof(conn->detail), "transfer: %s",
-                           whole ? "whole-transfer deadline passed"
-                                 : "device stopped reading (stall deadline passed)");
-        }
+        int status = ota_conn_transfer_step(conn, ota_conn_write_step, &request);
         if (status != OTA_OK) {
             return status;
         }
+        done += request.written;
     }
     return OTA_OK;
 }
 
+/* Reports progress to the caller, if it asked. */
+static void
+ota_conn_report(const struct ota_progress *progress, uint64_t done, uint64_t total)
+{
+    if (progress->callback != NULL) {
+        progress->callback(progress->context, done, total);
+    }
+}
+
 /* The fallback path: pread into one fixed buffer, written as full TLS records. */
 static int
-ota_conn_send_by_pread(ota_conn *conn, const ota_image *image, const ota_transfer_limits *limits,
-                       ota_progress_fn progress, void *progress_context, uint64_t *bytes_sent)
+ota_conn_send_by_pread(ota_conn *conn, const ota_image *image,
+                       const struct ota_progress *progress, uint64_t *bytes_sent)
 {
-    int64_t total_deadline = conn->transfer_deadline;
+    if (conn->transfer_buffer == NULL) {
+        conn->transfer_buffer = malloc(OTA_TRANSFER_BLOCK);
+        if (conn->transfer_buffer == NULL) {
+            return OTA_ERR_MEMORY;
+        }
+    }
+
     uint64_t size = ota_image_size(image);
     size_t block = ota_tls_session_max_record(conn->session);
     if (block == 0 || block > OTA_TRANSFER_BLOCK) {
@@ -310,18 +346,77 @@ ota_conn_send_by_pread(ota_conn *conn, const ota_image *image, const ota_transfe
             return status;
         }
 
-        status = ota_conn_write_block(conn, conn->transfer_buffer, length, limits,
-                                      total_deadline);
+        status = ota_conn_write_block(conn, conn->transfer_buffer, length);
         if (status != OTA_OK) {
             return status;
         }
         offset += length;
         *bytes_sent = offset;
-        if (progress != NULL) {
-            progress(progress_context, offset, size);
-        }
+        ota_conn_report(progress, offset, size);
     }
     return OTA_OK;
+}
+
+/* What a sendfile step sends. */
+struct ota_sendfile_request {
+    int file_fd;
+    uint64_t offset;
+    size_t length;
+    size_t sent;
+};
+
+static int
+ota_conn_sendfile_step(ota_conn *conn, void *argument)
+{
+    struct ota_sendfile_request *request = argument;
+    return ota_tls_session_sendfile(conn->session, request->file_fd, request->offset,
+                                    request->length, &request->sent, conn->detail,
+                                    sizeof(conn->detail));
+}
+
+/*
+ * The zero-copy path: the kernel encrypts, and sendfile(2) feeds it straight from the page
+ * cache. Slices keep progress reports and deadline checks coming on fast links too.
+ */
+static int
+ota_conn_send_by_kernel(ota_conn *conn, const ota_image *image,
+                        const struct ota_progress *progress, uint64_t *bytes_sent)
+{
+    uint64_t size = ota_image_size(image);
+    conn->transfer_path = "ktls-sendfile";
+    for (uint64_t offset = 0; offset < size;) {
+        uint64_t left = size - offset;
+        struct ota_sendfile_request request = {
+            .file_fd = ota_image_fd(image),
+            .offset = offset,
+            .length = left < OTA_SENDFILE_SLICE ? (size_t)left : OTA_SENDFILE_SLICE,
+        };
+        int status = ota_conn_transfer_step(conn, ota_conn_sendfile_step, &request);
+        if (status == OTA_OK && request.sent == 0) {
+            /* sendfile(2) reads nothing only past the end of the file: it shrank. */
+            ota_detail_set(conn->detail, sizeof(conn->detail), "transfer: image shrank at %llu",
+                           (unsigned long long)offset);
+            status = OTA_ERR_CHANGED;
+        }
+        if (status != OTA_OK) {
+            return status;
+        }
+        offset += request.sent;
+        *bytes_sent = offset;
+        ota_conn_report(progress, offset, size);
+    }
+    return OTA_OK;
+}
+
+/*
+ * The kernel path needs the kernel to encrypt this session's records, and full-size records:
+ * a device that negotiated a smaller maximum fragment gets the fallback path.
+ */
+static int
+ota_conn_kernel_path_usable(const ota_conn *conn)
+{
+    return ota_tls_session_kernel_send(conn->session) &&
+           ota_tls_session_max_record(conn->session) == OTA_TRANSFER_BLOCK;
 }
 
 int
@@ -335,17 +430,12 @@ ota_conn_send_image(ota_conn *conn, const ota_image *image, const ota_transfer_l
         return OTA_ERR_USAGE;
     }
 
-    if (conn->transfer_buffer == NULL) {
-        conn->transfer_buffer = malloc(OTA_TRANSFER_BLOCK);
-        if (conn->transfer_buffer == NULL) {
-            return OTA_ERR_MEMORY;
-        }
-    }
-
     conn->stall_timeout_ms = limits->stall_timeout_ms;
     conn->transfer_deadline = ota_deadline_after(limits->total_timeout_ms);
-    int status = ota_conn_send_by_pread(conn, image, limits, progress, progress_context,
-                                        bytes_sent);
+    struct ota_progress reporter = {.callback = progress, .context = progress_context};
+    int status = ota_conn_kernel_path_usable(conn)
+                     ? ota_conn_send_by_kernel(conn, image, &reporter, bytes_sent)
+                     : ota_conn_send_by_pread(conn, image, &reporter, bytes_sent);
     if (status != OTA_OK) {
         return status;
     }

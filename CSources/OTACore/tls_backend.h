@@ -64,6 +64,20 @@ int ota_tls_session_read(struct ota_tls_session *session, void *buffer, size_t c
 int ota_tls_session_write(struct ota_tls_session *session, const void *buffer, size_t length,
                           size_t *written, char *detail, size_t detail_size);
 
+/*
+ * 1 when the kernel encrypts what this session sends (kernel TLS transmit is on for its
+ * socket), so that ota_tls_session_sendfile may be used; 0 otherwise.
+ */
+int ota_tls_session_kernel_send(const struct ota_tls_session *session);
+
+/*
+ * Sends up to `length` bytes of `file_fd` from `offset` through the kernel's TLS, with no
+ * user-space copy. OTA_TLS_DONE with `*sent` (0 at the end of the file), a WANT, or an error.
+ * Only when ota_tls_session_kernel_send says so.
+ */
+int ota_tls_session_sendfile(struct ota_tls_session *session, int file_fd, uint64_t offset,
+                             size_t length, size_t *sent, char *detail, size_t detail_size);
+
 /* Sends close_notify (does not wait for the peer's). */
 int ota_tls_session_close_notify(struct ota_tls_session *session, char *detail,
                                  size_t detail_size);

@@ -568,6 +568,30 @@ ota_tls_session_close_notify(struct ota_tls_session *session, char *detail, size
                                       detail_size);
 }
 
+/*
+ * The mbedTLS backend always encrypts in user space for now: handing its keys to the kernel
+ * is not implemented, so transfers take the pread path.
+ */
+int
+ota_tls_session_kernel_send(const struct ota_tls_session *session)
+{
+    (void)session;
+    return 0;
+}
+
+int
+ota_tls_session_sendfile(struct ota_tls_session *session, int file_fd, uint64_t offset,
+                         size_t length, size_t *sent, char *detail, size_t detail_size)
+{
+    (void)session;
+    (void)file_fd;
+    (void)offset;
+    (void)length;
+    *sent = 0;
+    ota_detail_set(detail, detail_size, "sendfile: kernel TLS is not in use on this session");
+    return OTA_ERR_USAGE;
+}
+
 size_t
 ota_tls_session_max_record(const struct ota_tls_session *session)
 {

@@ -67,9 +67,12 @@ static int
 ota_openssl_configure(SSL_CTX *context)
 {
     SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION);
+    /* SSL_OP_ENABLE_KTLS: once the handshake is done OpenSSL hands the transmit keys to the
+     * kernel when it can (the `tls` module, a supported cipher, full-size records) and
+     * silently keeps encrypting itself when it cannot; ota_tls_session_kernel_send tells. */
     SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                      SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                     SSL_OP_IGNORE_UNEXPECTED_EOF);
+                                     SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_ENABLE_KTLS);
     SSL_CTX_set_mode(context, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
@@ -292,6 +295,29 @@ ota_tls_session_close_notify(struct ota_tls_session *session, char *detail, size
         return OTA_TLS_DONE;
     }
     return ota_openssl_result(session, returned, "close_notify", detail, detail_size);
+}
+
+int
+ota_tls_session_kernel_send(const struct ota_tls_session *session)
+{
+    BIO *socket_bio = SSL_get_wbio(session->ssl);
+    return SSL_is_init_finished(session->ssl) && socket_bio != NULL &&
+           BIO_get_ktls_send(socket_bio) == 1;
+}
+
+int
+ota_tls_session_sendfile(struct ota_tls_session *session, int file_fd, uint64_t offset,
+                         size_t length, size_t *sent, char *detail, size_t detail_size)
+{
+    ERR_clear_error();
+    errno = 0;
+    *sent = 0;
+    ossl_ssize_t returned = SSL_sendfile(session->ssl, file_fd, (off_t)offset, length, 0);
+    if (returned >= 0) {
+        *sent = (size_t)returned;
+        return OTA_TLS_DONE;
+    }
+    return ota_openssl_result(session, (int)returned, "sendfile", detail, detail_size);
 }
 
 size_t

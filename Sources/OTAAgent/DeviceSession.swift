@@ -23,6 +23,9 @@ public struct SessionRecord: Sendable {
     public var verdict: Verdict?
     public var diceAuthDuration: Duration?
     public var bytesSent: UInt64 = 0
+    /// How the image went out: "ktls-sendfile" (kernel TLS, no copy) or "pread"; "" if it
+    /// never did.
+    public var transferPath = ""
     public var duration: Duration = .zero
     public var outcome: SessionOutcome = .failed
     public var phase: SessionPhase = .handshake
@@ -121,11 +124,10 @@ struct DeviceSession {
         let (bytes, failure) = connection.send(image: context.image, deadlines: context.deadlines,
                                                progress: { _, _ in })
         record.bytesSent = bytes
+        record.transferPath = connection.transferPath
         if let failure { throw failure }
 
         record.phase = .close
-        context.logger.debug("transfer-sent", [LogField("device", peer), LogField("bytes", bytes),
-                                               LogField("path", connection.transferPath)])
         try connection.finish(within: context.deadlines.close)
     }
 
@@ -170,6 +172,9 @@ struct DeviceSession {
             LogField("bytes", record.bytesSent),
             LogField("ms", Int(record.duration.milliseconds)),
         ]
+        if !record.transferPath.isEmpty {
+            fields.append(LogField("path", record.transferPath))
+        }
         if let diceAuth = record.diceAuthDuration {
             fields.append(LogField("dice_auth_ms", Int(diceAuth.milliseconds)))
         }
