@@ -111,6 +111,7 @@ public final class Agent: @unchecked Sendable {
         if !state.waitForSessions(upTo: configuration.gracePeriod) {
             logger.warning("grace-period-over", [LogField("sessions", state.inFlight)])
             context.cancel.fire()
+            context.diceAuth.gate.interrupt()
             _ = state.waitForSessions(upTo: .seconds(30))
         }
         let summary = RunSummary(outcome: state.outcome(timedOut: deadline.map { .now >= $0 } ?? false,
@@ -140,6 +141,7 @@ public final class Agent: @unchecked Sendable {
         if again {
             logger.warning("stopping-now", fields)
             context?.cancel.fire()
+            context?.diceAuth.gate.interrupt()
         } else {
             logger.info("stopping", fields + [LogField("grace_s", Int(configuration.gracePeriod.seconds))])
         }

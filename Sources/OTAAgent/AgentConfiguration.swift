@@ -40,6 +40,8 @@ public struct AgentConfiguration: Sendable {
 public struct DiceAuthSettings: Sendable, Equatable {
     /// A PEM file of CA certificates to trust for an https Dice-Auth, instead of the system's.
     public var caPath: String?
+    /// Requests in flight at once; the rest queue in arrival order.
+    public var concurrency = 1
     public var retry = RetryPolicy()
 
     public init() {}

@@ -55,6 +55,8 @@ public enum ConfigurationParser {
                 help: "multiply every deadline, for slow builds (default 1)"),
         Setting(flag: "--dice-auth-ca", key: .diceAuthCAPath, value: "PATH",
                 help: "CA certificates (PEM) to trust for an https Dice-Auth"),
+        Setting(flag: "--dice-auth-concurrency", key: .diceAuthConcurrency, value: "N",
+                help: "Dice-Auth requests in flight at once; the rest queue (default 1)"),
         Setting(flag: "--log-level", key: .logLevel, value: "LEVEL",
                 help: "debug, info, warning or error (default info)"),
     ]
@@ -131,6 +133,9 @@ public enum ConfigurationParser {
         configuration.gracePeriod = try values.duration("--grace-period") ?? configuration.gracePeriod
         configuration.deadlines = try deadlines(values)
         configuration.diceAuth.caPath = values.string("--dice-auth-ca")
+        if let limit = try values.integer("--dice-auth-concurrency", in: 1...1000) {
+            configuration.diceAuth.concurrency = limit
+        }
         if let level = values.string("--log-level") {
             guard let parsed = LogLevel(name: level) else {
                 throw .configuration("\(values.name(of: "--log-level")): '\(level)' is not a level")

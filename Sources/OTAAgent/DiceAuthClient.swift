@@ -44,11 +44,13 @@ public final class DiceAuthClient: Sendable {
 
     private let url: String
     private let settings: DiceAuthSettings
+    let gate: DiceAuthGate
 
     public init(url: String, settings: DiceAuthSettings) {
         DiceAuthClient.initializeCurl
         self.url = url
         self.settings = settings
+        self.gate = DiceAuthGate(limit: settings.concurrency)
     }
 
     /// curl_global_init is not thread-safe: run it once, before any thread uses curl.
@@ -72,9 +74,7 @@ public final class DiceAuthClient: Sendable {
         let start = clock.now
         var attempts = 0
         while true {
-            let remaining = deadline - (clock.now - start)
-            let attempt = post(pem: pem, timeout: min(settings.retry.attemptTimeout, remaining),
-                               cancel: cancel)
+            let attempt = queuedPost(pem: pem, until: start + deadline, cancel: cancel)
             attempts += 1
             let elapsed = clock.now - start
             if !attempt.retryable || cancel.isFired {
@@ -105,6 +105,19 @@ public final class DiceAuthClient: Sendable {
             guard case .rejected(let status) = verdict else { return verdict }
             return .unavailable(reason: "HTTP \(status) after \(attempts) attempts")
         }
+    }
+
+    /// One POST once a slot is free; the wait in the queue counts against the deadline.
+    private func queuedPost(pem: String, until deadline: ContinuousClock.Instant,
+                            cancel: CancelSource) -> Attempt
+    {
+        guard gate.acquire(until: deadline) else {
+            let reason = cancel.isFired ? "cancelled" : "decision deadline passed while queued for Dice-Auth"
+            return Attempt(verdict: .unavailable(reason: reason), retryable: false)
+        }
+        defer { gate.release() }
+        let remaining = deadline - .now
+        return post(pem: pem, timeout: min(settings.retry.attemptTimeout, remaining), cancel: cancel)
     }
 
     private func post(pem: String, timeout: Duration, cancel: CancelSource) -> Attempt {

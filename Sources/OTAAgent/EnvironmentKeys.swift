@@ -19,6 +19,7 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case transferTimeout = "OTA_TRANSFER_TIMEOUT"
     case closeTimeout = "OTA_CLOSE_TIMEOUT"
     case diceAuthCAPath = "DICE_AUTH_CA_PATH"
+    case diceAuthConcurrency = "OTA_DICE_AUTH_CONCURRENCY"
     case logLevel = "OTA_LOG_LEVEL"
 }
 
