@@ -195,6 +195,11 @@ static int configure_tls(struct device_session *session)
     mbedtls_ssl_conf_authmode(&session->config, MBEDTLS_SSL_VERIFY_REQUIRED);
     mbedtls_ssl_conf_ca_chain(&session->config, &session->trusted_ca, NULL);
     mbedtls_ssl_conf_rng(&session->config, mbedtls_ctr_drbg_random, &session->random);
+    if (session->job->options->max_fragment_code != MBEDTLS_SSL_MAX_FRAG_LEN_NONE) {
+        /* Asks the agent for smaller records, as memory-starved devices may. */
+        mbedtls_ssl_conf_max_frag_len(&session->config,
+                                      (unsigned char)session->job->options->max_fragment_code);
+    }
     status = mbedtls_ssl_setup(&session->ssl, &session->config);
     if (status == 0) {
         status = mbedtls_ssl_set_hostname(&session->ssl, job->options->server_name);
@@ -329,6 +334,9 @@ static bool take_image_bytes(struct device_session *session, size_t count)
     }
     unsigned long long before = session->result->byte_count;
     session->result->byte_count += count;
+    if (count > session->result->largest_read) {
+        session->result->largest_read = count;
+    }
     if (before / PROGRESS_INTERVAL != session->result->byte_count / PROGRESS_INTERVAL) {
         progress(session, "received %llu bytes", session->result->byte_count);
     }

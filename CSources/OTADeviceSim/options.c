@@ -7,6 +7,8 @@
  */
 #include "options.h"
 
+#include <mbedtls/ssl.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -30,6 +32,7 @@ enum option_id {
     OPTION_PAUSE_MS,
     OPTION_DELAY_MS,
     OPTION_READ_PAUSE_MS,
+    OPTION_MAX_FRAGMENT,
     OPTION_PAYLOAD,
     OPTION_READ_SIZE,
     OPTION_TIMEOUT_MS,
@@ -56,6 +59,7 @@ static const struct option_spec option_specs[] = {
     {"pause-ms", OPTION_PAUSE_MS, true},
     {"delay-ms", OPTION_DELAY_MS, true},
     {"read-pause-ms", OPTION_READ_PAUSE_MS, true},
+    {"max-fragment-length", OPTION_MAX_FRAGMENT, true},
     {"payload", OPTION_PAYLOAD, true},
     {"read-size", OPTION_READ_SIZE, true},
     {"timeout-ms", OPTION_TIMEOUT_MS, true},
@@ -85,6 +89,8 @@ static const char usage_text[] =
     "  --payload PATH       send this file's raw bytes instead of the certificate;\n"
     "                       --cert is then optional\n"
     "  --read-size BYTES    size of each read (default 64, as the field devices do)\n"
+    "  --max-fragment-length BYTES  negotiate records of at most 512, 1024, 2048 or 4096\n"
+    "                       bytes (RFC 6066); max_read= in the report shows what came\n"
     "  --read-pause-ms MS   pause before each read after the first image byte: a slow\n"
     "                       device, or (with a long pause) one that stops reading\n"
     "  --timeout-ms MS      give up on a device after this long in all (default 120000)\n"
@@ -249,6 +255,24 @@ static bool apply_milliseconds_option(const struct option_spec *spec, const char
     return true;
 }
 
+/* RFC 6066 codes for the four lengths a client may ask for. */
+static bool apply_fragment_option(const struct option_spec *spec, const char *value,
+                                  struct sim_options *options)
+{
+    static const struct { const char *text; int code; } lengths[] = {
+        {"512", MBEDTLS_SSL_MAX_FRAG_LEN_512}, {"1024", MBEDTLS_SSL_MAX_FRAG_LEN_1024},
+        {"2048", MBEDTLS_SSL_MAX_FRAG_LEN_2048}, {"4096", MBEDTLS_SSL_MAX_FRAG_LEN_4096},
+    };
+    for (size_t index = 0; index < sizeof lengths / sizeof lengths[0]; index++) {
+        if (strcmp(value, lengths[index].text) == 0) {
+            options->max_fragment_code = lengths[index].code;
+            return true;
+        }
+    }
+    complain("--%s must be 512, 1024, 2048 or 4096 (got '%s')", spec->name, value);
+    return false;
+}
+
 static bool apply_option(const struct option_spec *spec, const char *value,
                          struct sim_options *options)
 {
@@ -261,6 +285,8 @@ static bool apply_option(const struct option_spec *spec, const char *value,
     case OPTION_PAUSE_MS: case OPTION_DELAY_MS: case OPTION_TIMEOUT_MS:
     case OPTION_READ_PAUSE_MS:
         return apply_milliseconds_option(spec, value, options);
+    case OPTION_MAX_FRAGMENT:
+        return apply_fragment_option(spec, value, options);
     case OPTION_EXPECT_SHA256:
         if (!parse_sha256(value, options->expected_sha256)) {
             complain("--%s must be 64 hexadecimal digits (got '%s')", spec->name, value);

@@ -30,6 +30,7 @@ struct sim_options {
     unsigned delay_ms;
     size_t read_size;
     unsigned read_pause_ms;      /* pause before each read once data has arrived */
+    int max_fragment_code;       /* MBEDTLS_SSL_MAX_FRAG_LEN_*: NONE unless asked for */
     unsigned timeout_ms;
     bool has_expected_sha256;
     unsigned char expected_sha256[SHA256_LENGTH];

@@ -72,7 +72,7 @@ void print_result(const struct device_result *result)
     for (size_t index = 0; index < SHA256_LENGTH; index++) {
         printf("%02x", result->sha256[index]);
     }
-    printf(" ms=%llu", result->elapsed_ms);
+    printf(" ms=%llu max_read=%llu", result->elapsed_ms, result->largest_read);
     if (result->outcome == OUTCOME_ERROR) {
         printf(" phase=%s detail=", phase_name(result->phase));
         print_quoted_detail(result->detail);

@@ -36,6 +36,7 @@ struct device_result {
     int alert_description;        /* the TLS alert number when end is END_ALERT */
     enum device_phase phase;      /* where an error happened */
     unsigned long long byte_count;
+    unsigned long long largest_read; /* the most one read returned: one record's payload at most */
     unsigned char sha256[SHA256_LENGTH];
     unsigned long long elapsed_ms;
     char detail[DETAIL_CAPACITY]; /* for errors: the mbedTLS or system message */

@@ -8,7 +8,7 @@ kernel_package_name() {
         sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n 1)"
     if [ -z "$name" ]; then
         # apt-cache knows nothing before the first `apt-get update` on a fresh machine.
-        as_root apt-get update -qq
+        as_root apt-get update -qq >&2
         name="$(apt-cache depends linux-image-amd64 |
             sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n 1)"
     fi

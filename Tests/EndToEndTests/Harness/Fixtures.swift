@@ -68,6 +68,15 @@ struct ScratchFolder {
         return target
     }
 
+    /// Writes `count` random bytes to a new file of this folder.
+    func writeRandom(_ name: String, count: Int) throws -> URL {
+        let source = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/dev/urandom"))
+        defer { try? source.close() }
+        let target = file(name)
+        try (source.readData(ofLength: count)).write(to: target)
+        return target
+    }
+
     func remove() {
         try? FileManager.default.removeItem(at: url)
     }

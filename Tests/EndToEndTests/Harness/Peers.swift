@@ -135,6 +135,8 @@ struct DeviceReport: Sendable, CustomStringConvertible {
     var sha256: String? { line["sha256"] }
     var milliseconds: Int? { line.integer("ms") }
     var end: String? { line["end"] }
+    /// The most one read returned: with large reads, the largest record's payload.
+    var largestRead: Int? { line.integer("max_read") }
     var detail: String? { line["detail"] }
     var description: String { line.text }
 }

@@ -1,0 +1,68 @@
+# The initramfs of the kTLS test VM: static busybox, the three binaries with every shared library
+# they load, the sample certificates, kernel modules, /init and the check script.
+# Sourced by scripts/ktls-test after common.sh, not run.
+
+# Copies file $1 into the tree $2 at the same absolute path, following symbolic links, so that
+# the run paths baked into the binaries (/opt/swift/usr/lib/swift/linux) still resolve.
+copy_at_same_path() {
+    local source="$1" tree="$2"
+    mkdir -p "$tree$(dirname "$source")"
+    cp -L "$source" "$tree$source"
+}
+
+# The absolute paths of the shared libraries ldd resolves for the programs given, the dynamic
+# loader among them. An unresolved library fails the build here rather than inside the VM.
+shared_libraries() {
+    local listing
+    listing="$(ldd "$@")"
+    if grep -q 'not found' <<<"$listing"; then
+        say "unresolved shared libraries:"
+        grep 'not found' <<<"$listing" >&2
+        exit 1
+    fi
+    # Lines are "name => /path (address)" or "/path (address)"; linux-vdso has no file, and
+    # with several programs ldd heads each listing with "/program:".
+    awk '$2 == "=>" && $3 ~ /^\// { print $3 } NF > 1 && $1 ~ /^\// { print $1 }' \
+        <<<"$listing" | sort -u
+}
+
+# Builds the initramfs tree in $1 from: the binaries folder $2, the unpacked kernel package $3,
+# and the module names in the remaining arguments (loaded by /init in the order given here).
+stage_initramfs() {
+    local tree="$1" bin="$2" kernel_root="$3"
+    shift 3
+    local programs=("$bin/ota-agent" "$bin/ota-device-sim" "$bin/dice-auth-verifier")
+    local release library module vm_parts
+    release="$(kernel_release "$kernel_root")"
+    vm_parts="$repo_root/scripts/vm"
+
+    rm -rf "$tree"
+    mkdir -p "$tree"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,etc,opt/ota/bin,lib/modules}
+    cp "$(command -v busybox)" "$tree/bin/busybox"
+    cp "${programs[@]}" "$tree/opt/ota/bin/"
+    while IFS= read -r library; do
+        copy_at_same_path "$library" "$tree"
+    done < <(shared_libraries "${programs[@]}")
+    cp -r "$repo_root/firmware-sample/certs" "$tree/certs"
+    # Foundation and glibc look users up now and then; give root a name and a home.
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$tree/etc/passwd"
+    printf 'root:x:0:\n' >"$tree/etc/group"
+    mkdir -p "$tree/root"
+
+    : >"$tree/lib/modules/load-order"
+    while IFS= read -r module; do
+        cp "$module" "$tree/lib/modules/"
+        printf '/lib/modules/%s\n' "$(basename "$module")" >>"$tree/lib/modules/load-order"
+    done < <(module_load_order "$kernel_root/lib/modules/$release" "$@")
+
+    cp "$vm_parts/init" "$tree/init"
+    cp "$vm_parts/ktls-checks.sh" "$tree/ktls-checks.sh"
+    chmod 755 "$tree/init" "$tree/ktls-checks.sh"
+}
+
+# Packs the tree $1 into the uncompressed newc cpio archive $2. Uncompressed because the kernel
+# unpacks it under software emulation, where gunzip of ~100 MiB costs more than loading it.
+pack_initramfs() {
+    local tree="$1" archive="$2"
+    (cd "$tree" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >"$archive"
+}
