@@ -26,6 +26,9 @@ public struct SessionRecord: Sendable {
     /// How the image went out: "ktls-sendfile" (kernel TLS, no copy) or "pread"; "" if it
     /// never did.
     public var transferPath = ""
+    /// From the certificate's last byte to the first image block handed to TLS, Dice-Auth's
+    /// own time left out: what the agent itself adds before a device starts receiving.
+    public var addedLatency: Duration?
     public var duration: Duration = .zero
     public var outcome: SessionOutcome = .failed
     public var phase: SessionPhase = .handshake
@@ -72,6 +75,7 @@ struct DeviceSession {
 
             record.phase = .certificate
             let der = try connection.readCertificate(within: context.deadlines.certificate)
+            let certificateComplete = ContinuousClock.now
             record.certificate = AttestationCertificate.identity(ofDER: der)
 
             record.phase = .attestation
@@ -85,7 +89,7 @@ struct DeviceSession {
             try connection.checkIdle()
 
             record.phase = .transfer
-            try transfer(connection, &record)
+            try transfer(connection, since: certificateComplete, &record)
             record.phase = .done
             record.outcome = .updated
         } catch {
@@ -118,11 +122,17 @@ struct DeviceSession {
         return report.verdict.isVerified
     }
 
-    private func transfer(_ connection: DeviceConnection,
+    private func transfer(_ connection: DeviceConnection, since certificateComplete: ContinuousClock.Instant,
                           _ record: inout SessionRecord) throws(CoreFailure)
     {
+        var firstBlock: ContinuousClock.Instant?
         let (bytes, failure) = connection.send(image: context.image, deadlines: context.deadlines,
-                                               progress: { _, _ in })
+                                               progress: { _, _ in
+                                                   if firstBlock == nil { firstBlock = .now }
+                                               })
+        if let firstBlock {
+            record.addedLatency = firstBlock - certificateComplete - (record.diceAuthDuration ?? .zero)
+        }
         record.bytesSent = bytes
         record.transferPath = connection.transferPath
         if let failure { throw failure }
@@ -174,6 +184,10 @@ struct DeviceSession {
         ]
         if !record.transferPath.isEmpty {
             fields.append(LogField("path", record.transferPath))
+        }
+        if let latency = record.addedLatency {
+            let (seconds, attoseconds) = latency.components
+            fields.append(LogField("added_latency_us", seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
         }
         if let diceAuth = record.diceAuthDuration {
             fields.append(LogField("dice_auth_ms", Int(diceAuth.milliseconds)))
