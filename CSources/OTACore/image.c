@@ -34,10 +34,6 @@ ota_image_check_kind(const char *path, const struct stat *info, char *detail,
         ota_detail_set(detail, detail_size, "%s is not a regular file", path);
         return OTA_ERR_CONFIG;
     }
-    if (info->st_size == 0) {
-        ota_detail_set(detail, detail_size, "%s is empty", path);
-        return OTA_ERR_CONFIG;
-    }
     return OTA_OK;
 }
 

@@ -67,6 +67,11 @@ final class FirmwareImage: @unchecked Sendable {
         case .failure(let failure):
             throw .configuration("\(EnvironmentKey.firmwarePath.rawValue) (--image): \(failure.detail)")
         }
+        // The C core can send an empty image; a device would take it as complete, so the
+        // agent never serves one.
+        guard size > 0 else {
+            throw .configuration("\(EnvironmentKey.firmwarePath.rawValue) (--image): \(path) is empty")
+        }
     }
 
     deinit { ota_image_free(raw) }

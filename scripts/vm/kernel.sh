@@ -1,16 +1,14 @@
 # Debian 12's own kernel for the kTLS test VM, and the modules kernel TLS needs from it.
-# Sourced by scripts/ktls-test after common.sh, not run.
+# Sourced by scripts/ktls-test after common.sh (say, repo_root; as_root from ktls-test), not run.
 
 # The real package behind the linux-image-amd64 meta-package, e.g. linux-image-6.1.0-57-amd64.
 kernel_package_name() {
     local name
-    name="$(apt-cache depends linux-image-amd64 2>/dev/null |
-        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n 1)"
+    name="$(kernel_dependency)"
     if [ -z "$name" ]; then
         # apt-cache knows nothing before the first `apt-get update` on a fresh machine.
         as_root apt-get update -qq >&2
-        name="$(apt-cache depends linux-image-amd64 |
-            sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n 1)"
+        name="$(kernel_dependency)"
     fi
     if [ -z "$name" ]; then
         say "apt-cache names no linux-image-6.x package behind linux-image-amd64"
@@ -19,8 +17,16 @@ kernel_package_name() {
     printf '%s\n' "$name"
 }
 
-# Downloads and unpacks the kernel package once into $1/<package>/root, and prints that folder.
-# A finished unpack is marked so that an interrupted one is redone, not trusted.
+# What `apt-cache depends linux-image-amd64` names as the kernel image, or nothing.
+kernel_dependency() {
+    local listing
+    listing="$(apt-cache depends linux-image-amd64 2>/dev/null)" || true
+    awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9].*-amd64$/ { print $2; exit }' \
+        <<<"$listing"
+}
+
+# Downloads and unpacks the kernel package once into $1/<package>/root; sets kernel_root to
+# that folder. A finished unpack is marked so that an interrupted one is redone, not trusted.
 fetch_kernel() {
     local cache="$1"
     local package folder
@@ -37,7 +43,7 @@ fetch_kernel() {
         rm -f "$folder"/"$package"_*.deb
         touch "$folder/unpacked"
     fi
-    printf '%s\n' "$folder/root"
+    kernel_root="$folder/root"
 }
 
 # The kernel release inside an unpacked kernel package ($1), e.g. 6.1.0-57-amd64.
@@ -89,7 +95,7 @@ visit_module() {
     fi
     seen["$key"]=1
     local dependencies
-    dependencies="$(modinfo -F depends "${file_of[$key]}")"
+    dependencies="$(modinfo -F depends "${file_of[$key]}")" || exit 1
     for dependency in ${dependencies//,/ }; do
         visit_module "$modules" "$dependency"
     done

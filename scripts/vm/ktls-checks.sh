@@ -3,13 +3,16 @@
 # loaded). For each image size that matters to kernel TLS (one byte, whole 16 KiB records, one
 # byte past them, a few MiB, more than 64 MiB) it starts an agent serving that image, lets one
 # simulated device fetch it, and checks the device's result and the agent's session-end line:
-# outcome=updated and the streaming path (path=ktls-sendfile where the backend has it).
+# outcome=updated and the streaming path (path=ktls-sendfile where the backend has it). Then
+# the two fallbacks to path=pread: a device asking for small records, and no tls module at all.
 # Prints "ok - ..." / "not ok - ..." per check, then "N passed, M failed, K skipped".
 # Exit status: 0 only when every check passed.
 
+# No `set -e`: a failed check is counted and the next one still runs.
 set -u
 
-bin=/opt/ota/bin
+# The three programs; /init puts them on PATH too, but the script should not depend on that.
+export PATH="/opt/ota/bin:$PATH"
 certs=/certs
 work=/tmp/ktls
 record=16384

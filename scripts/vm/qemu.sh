@@ -1,5 +1,5 @@
 # Boots the kTLS test VM and reads its verdict from the console.
-# Sourced by scripts/ktls-test after common.sh, not run.
+# Sourced by scripts/ktls-test after common.sh (say, repo_root; as_root from ktls-test), not run.
 
 # Exit status of ktls-test when the VM never printed its verdict: it did not boot, /init
 # failed, the kernel panicked, or the time ran out.

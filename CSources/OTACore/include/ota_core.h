@@ -216,7 +216,8 @@ typedef struct ota_image ota_image;
 /*
  * Opens the image once, read-only, and records its size, mtime and ctime. Every transfer reads
  * it by offset (never the shared file position, never a mapping). Refuses a path that is not a
- * regular file, or an empty file, with OTA_ERR_CONFIG.
+ * regular file with OTA_ERR_CONFIG. An empty file is accepted: its transfer sends no byte and
+ * ends cleanly (the agent itself refuses empty images at start).
  */
 ota_image *ota_image_open(const char *path, int *status, char *detail, size_t detail_size);
 uint64_t ota_image_size(const ota_image *image);
