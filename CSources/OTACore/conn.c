@@ -46,6 +46,7 @@ struct ota_conn {
     struct ota_tls_session *session;
     uint8_t *transfer_buffer;
     const char *transfer_path;
+    char transfer_note[128];   /* why the transfer took its path */
     int stall_timeout_ms;      /* from the last transfer's limits, for the final phase */
     int64_t transfer_deadline; /* the last transfer's whole deadline (INT64_MAX: none) */
     char detail[OTA_DETAIL_SIZE];
@@ -413,10 +414,16 @@ ota_conn_send_by_kernel(ota_conn *conn, const ota_image *image,
  * a device that negotiated a smaller maximum fragment gets the fallback path.
  */
 static int
-ota_conn_kernel_path_usable(const ota_conn *conn)
+ota_conn_kernel_path_usable(ota_conn *conn)
 {
-    return ota_tls_session_kernel_send(conn->session) &&
-           ota_tls_session_max_record(conn->session) == OTA_TRANSFER_BLOCK;
+    if (ota_tls_session_max_record(conn->session) != OTA_TRANSFER_BLOCK) {
+        ota_detail_set(conn->transfer_note, sizeof(conn->transfer_note),
+                       "user-space encryption: the device negotiated a smaller "
+                       "max_fragment_length");
+        return 0;
+    }
+    return ota_tls_session_kernel_send(conn->session, conn->transfer_note,
+                                       sizeof(conn->transfer_note));
 }
 
 int
@@ -453,6 +460,12 @@ const char *
 ota_conn_transfer_path(const ota_conn *conn)
 {
     return conn == NULL ? "" : conn->transfer_path;
+}
+
+const char *
+ota_conn_transfer_note(const ota_conn *conn)
+{
+    return conn == NULL ? "" : conn->transfer_note;
 }
 
 static int

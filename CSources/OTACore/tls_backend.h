@@ -66,9 +66,11 @@ int ota_tls_session_write(struct ota_tls_session *session, const void *buffer, s
 
 /*
  * 1 when the kernel encrypts what this session sends (kernel TLS transmit is on for its
- * socket), so that ota_tls_session_sendfile may be used; 0 otherwise.
+ * socket), so that ota_tls_session_sendfile may be used; 0 otherwise. Call it after the
+ * handshake and before the first write of application data: a backend may hand its keys to
+ * the kernel at this point. `note` says which way it went and why.
  */
-int ota_tls_session_kernel_send(const struct ota_tls_session *session);
+int ota_tls_session_kernel_send(struct ota_tls_session *session, char *note, size_t note_size);
 
 /*
  * Sends up to `length` bytes of `file_fd` from `offset` through the kernel's TLS, with no

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -45,6 +46,7 @@
 
 #include "ota_internal.h"
 #include "tls_backend.h"
+#include "tls_mbedtls_kernel.h"
 
 #if MBEDTLS_VERSION_NUMBER < 0x021C0000 || MBEDTLS_VERSION_NUMBER >= 0x03000000
 #error "tls_mbedtls.c is written against the mbedTLS 2.28 API"
@@ -100,6 +102,11 @@ struct ota_tls_session {
     mbedtls_ssl_context ssl;
     int fd;
     int handshake_done;
+    /* Kernel TLS: keys captured in the handshake, whether the hand-off was tried and done. */
+    struct ota_mbedtls_tx_keys tx_keys;
+    int kernel_tried;
+    int kernel_tx;
+    char kernel_note[128];
     /* The socket call and errno behind the last MBEDTLS_ERR_NET_SEND/RECV_FAILED. */
     const char *failed_call;
     int failed_errno;
@@ -247,6 +254,9 @@ ota_mbedtls_configure(struct ota_tls_credentials *credentials, char *detail,
 
     /* Devices prove who they are with the attestation certificate they send, not TLS. */
     mbedtls_ssl_conf_authmode(config, MBEDTLS_SSL_VERIFY_NONE);
+
+    /* The transmit keys, for the hand-off to kernel TLS (tls_mbedtls_kernel.c). */
+    mbedtls_ssl_conf_export_keys_ext_cb(config, ota_mbedtls_export_keys, NULL);
 
     /* One short session per update: a renegotiation would only add attack surface. */
     mbedtls_ssl_conf_renegotiation(config, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
@@ -492,7 +502,9 @@ ota_tls_session_new(const struct ota_tls_credentials *credentials, int fd, char 
 int
 ota_tls_session_handshake(struct ota_tls_session *session, char *detail, size_t detail_size)
 {
+    ota_mbedtls_capture_begin(&session->tx_keys);
     int result = mbedtls_ssl_handshake(&session->ssl);
+    ota_mbedtls_capture_end();
     if (result == 0) {
         session->handshake_done = 1;
         return OTA_TLS_DONE;
@@ -526,6 +538,32 @@ ota_tls_session_read(struct ota_tls_session *session, void *buffer, size_t capac
                                       detail_size);
 }
 
+/* Maps a failed send(2) or sendfile(2) on a kernel TLS socket. */
+static int
+ota_mbedtls_kernel_failure(const char *call, char *detail, size_t detail_size)
+{
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return OTA_TLS_WANT_WRITE;
+    }
+    int closed = errno == EPIPE || errno == ECONNRESET;
+    ota_detail_set(detail, detail_size, "%s: %s", call,
+                   closed ? "connection reset by peer" : strerror(errno));
+    return closed ? OTA_ERR_CLOSED : OTA_ERR_IO;
+}
+
+/* Plain bytes on a kernel TLS socket become application-data records. */
+static int
+ota_mbedtls_kernel_write(struct ota_tls_session *session, const void *buffer, size_t length,
+                         size_t *written, char *detail, size_t detail_size)
+{
+    ssize_t result = send(session->fd, buffer, length, MSG_NOSIGNAL);
+    if (result >= 0) {
+        *written = (size_t)result;
+        return OTA_TLS_DONE;
+    }
+    return ota_mbedtls_kernel_failure("send", detail, detail_size);
+}
+
 int
 ota_tls_session_write(struct ota_tls_session *session, const void *buffer, size_t length,
                       size_t *written, char *detail, size_t detail_size)
@@ -541,6 +579,10 @@ ota_tls_session_write(struct ota_tls_session *session, const void *buffer, size_
      * buffer and length passes mbedTLS the same arguments, as it requires: the record is
      * already built and the repeated call only flushes it.
      */
+    if (session->kernel_tx) {
+        return ota_mbedtls_kernel_write(session, buffer, length, written, detail, detail_size);
+    }
+
     size_t chunk = length;
     size_t record = ota_tls_session_max_record(session);
     if (chunk > record) {
@@ -559,6 +601,11 @@ ota_tls_session_write(struct ota_tls_session *session, const void *buffer, size_
 int
 ota_tls_session_close_notify(struct ota_tls_session *session, char *detail, size_t detail_size)
 {
+    if (session->kernel_tx) {
+        /* mbedTLS must not write on a socket whose records the kernel now numbers. */
+        return ota_mbedtls_kernel_close_notify(session->fd, detail, detail_size);
+    }
+
     /* After a WANT_WRITE the repeated call flushes the alert already queued. */
     int result = mbedtls_ssl_close_notify(&session->ssl);
     if (result == 0) {
@@ -568,28 +615,36 @@ ota_tls_session_close_notify(struct ota_tls_session *session, char *detail, size
                                       detail_size);
 }
 
-/*
- * The mbedTLS backend always encrypts in user space for now: handing its keys to the kernel
- * is not implemented, so transfers take the pread path.
- */
 int
-ota_tls_session_kernel_send(const struct ota_tls_session *session)
+ota_tls_session_kernel_send(struct ota_tls_session *session, char *note, size_t note_size)
 {
-    (void)session;
-    return 0;
+    if (!session->kernel_tried && session->handshake_done) {
+        session->kernel_tried = 1;
+        session->kernel_tx = ota_mbedtls_kernel_handoff(&session->ssl, session->fd,
+                                                        &session->tx_keys, session->kernel_note,
+                                                        sizeof(session->kernel_note));
+    }
+    ota_detail_set(note, note_size, "%s", session->kernel_note);
+    return session->kernel_tx;
 }
 
 int
 ota_tls_session_sendfile(struct ota_tls_session *session, int file_fd, uint64_t offset,
                          size_t length, size_t *sent, char *detail, size_t detail_size)
 {
-    (void)session;
-    (void)file_fd;
-    (void)offset;
-    (void)length;
     *sent = 0;
-    ota_detail_set(detail, detail_size, "sendfile: kernel TLS is not in use on this session");
-    return OTA_ERR_USAGE;
+    if (!session->kernel_tx) {
+        ota_detail_set(detail, detail_size, "sendfile: kernel TLS is not in use on this session");
+        return OTA_ERR_USAGE;
+    }
+
+    off_t position = (off_t)offset;
+    ssize_t result = sendfile(session->fd, file_fd, &position, length);
+    if (result >= 0) {
+        *sent = (size_t)result;
+        return OTA_TLS_DONE;
+    }
+    return ota_mbedtls_kernel_failure("sendfile", detail, detail_size);
 }
 
 size_t

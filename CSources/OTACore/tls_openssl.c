@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -298,11 +299,23 @@ ota_tls_session_close_notify(struct ota_tls_session *session, char *detail, size
 }
 
 int
-ota_tls_session_kernel_send(const struct ota_tls_session *session)
+ota_tls_session_kernel_send(struct ota_tls_session *session, char *note, size_t note_size)
 {
     BIO *socket_bio = SSL_get_wbio(session->ssl);
-    return SSL_is_init_finished(session->ssl) && socket_bio != NULL &&
-           BIO_get_ktls_send(socket_bio) == 1;
+    int kernel = SSL_is_init_finished(session->ssl) && socket_bio != NULL &&
+                 BIO_get_ktls_send(socket_bio) == 1;
+    if (kernel) {
+        ota_detail_set(note, note_size, "kernel TLS: %s", ota_tls_session_cipher(session));
+    } else if (access("/proc/net/tls_stat", F_OK) != 0) {
+        ota_detail_set(note, note_size, "user-space encryption: kernel TLS unavailable "
+                                        "(no tls module)");
+    } else {
+        /* OpenSSL does not say why it kept the keys: a cipher or record size it cannot
+         * offload, for instance. */
+        ota_detail_set(note, note_size, "user-space encryption: OpenSSL kept %s in user space",
+                       ota_tls_session_cipher(session));
+    }
+    return kernel;
 }
 
 int

@@ -196,6 +196,7 @@ final class DeviceConnection {
     var protocolName: String { String(cString: ota_conn_protocol(raw)) }
     var cipher: String { String(cString: ota_conn_cipher(raw)) }
     var transferPath: String { String(cString: ota_conn_transfer_path(raw)) }
+    var transferNote: String { String(cString: ota_conn_transfer_note(raw)) }
 
     func readCertificate(within deadline: Duration) throws(CoreFailure) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: Int(OTA_DER_MAX_LENGTH))

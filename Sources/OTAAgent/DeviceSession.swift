@@ -26,6 +26,8 @@ public struct SessionRecord: Sendable {
     /// How the image went out: "ktls-sendfile" (kernel TLS, no copy) or "pread"; "" if it
     /// never did.
     public var transferPath = ""
+    /// Why the transfer took that path (the cipher handed to the kernel, or why not).
+    public var transferNote = ""
     /// From the certificate's last byte to the first image block handed to TLS, Dice-Auth's
     /// own time left out: what the agent itself adds before a device starts receiving.
     public var addedLatency: Duration?
@@ -135,6 +137,7 @@ struct DeviceSession {
         }
         record.bytesSent = bytes
         record.transferPath = connection.transferPath
+        record.transferNote = connection.transferNote
         if let failure { throw failure }
 
         record.phase = .close
@@ -184,6 +187,7 @@ struct DeviceSession {
         ]
         if !record.transferPath.isEmpty {
             fields.append(LogField("path", record.transferPath))
+            fields.append(LogField("path_note", record.transferNote))
         }
         if let latency = record.addedLatency {
             let (seconds, attoseconds) = latency.components

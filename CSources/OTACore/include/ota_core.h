@@ -281,8 +281,16 @@ typedef struct ota_transfer_limits {
 int ota_conn_send_image(ota_conn *conn, const ota_image *image, const ota_transfer_limits *limits,
                         ota_progress_fn progress, void *progress_context, uint64_t *bytes_sent);
 
-/* The streaming path the last transfer used ("pread" for now; "ktls-sendfile" later). */
+/*
+ * The streaming path the last transfer used: "ktls-sendfile" (the kernel encrypts, sendfile(2)
+ * reads the page cache, no user-space copy) or "pread" (reads by offset into one 16 KiB
+ * buffer, encrypted by the TLS library). "" before any transfer.
+ */
 const char *ota_conn_transfer_path(const ota_conn *conn);
+
+/* Why the last transfer took its path, e.g. "kernel TLS: ECDHE-RSA-AES128-GCM-SHA256" or
+ * "user-space encryption: kernel TLS unavailable (no tls module)". */
+const char *ota_conn_transfer_note(const ota_conn *conn);
 
 /*
  * Ends a complete transfer: close_notify, shutdown(SHUT_WR), then waits for the device to

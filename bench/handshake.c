@@ -1,0 +1,300 @@
+/*
+ * handshake: the bare TLS handshake the agent's CPU per update is compared with.
+ *
+ *   handshake --cert PEM --key PEM --count N
+ *
+ * Built twice by scripts/bench: with -DBENCH_SERVER_OPENSSL (handshake-openssl) and with
+ * -DBENCH_SERVER_MBEDTLS (handshake-mbedtls). The server side is configured as the agent's
+ * backend of that library configures itself (same suites in the same order, same groups, no
+ * session cache or tickets, so every handshake is a full one); the client side is always
+ * mbedTLS 2.28 with the device simulator's settings (library defaults, TLS 1.2 only, the
+ * server certificate pinned), so the server negotiates exactly what it negotiates with the
+ * simulated devices. Server and client run N handshakes over a fresh socketpair each, the
+ * server on the main thread and the client on a second one; only the server thread's CPU
+ * time (CLOCK_THREAD_CPUTIME_ID, user and system) is reported:
+ *
+ *   handshakes=N server_cpu_us=X wall_us=Y
+ *
+ * both per handshake. A warm-up handshake is left out of the figures.
+ */
+#define _GNU_SOURCE
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/x509_crt.h>
+
+#if defined(BENCH_SERVER_OPENSSL) == defined(BENCH_SERVER_MBEDTLS)
+#error "define exactly one of BENCH_SERVER_OPENSSL and BENCH_SERVER_MBEDTLS"
+#endif
+
+#ifdef BENCH_SERVER_OPENSSL
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
+
+/* One mbedTLS configuration and its random generator; used for the client, and the server. */
+struct mbedtls_side {
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context random;
+    mbedtls_ssl_config config;
+    mbedtls_x509_crt certificate;
+    mbedtls_pk_context key;
+};
+
+/* The client thread takes one socket end per handshake from this pipe; -1 ends it. */
+struct client_job {
+    struct mbedtls_side side;
+    int socket_pipe[2];
+    int failures;
+};
+
+static double seconds_of(clockid_t clock)
+{
+    struct timespec now;
+    clock_gettime(clock, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+static bool seed(struct mbedtls_side *side, const char *personalization)
+{
+    mbedtls_entropy_init(&side->entropy);
+    mbedtls_ctr_drbg_init(&side->random);
+    mbedtls_ssl_config_init(&side->config);
+    mbedtls_x509_crt_init(&side->certificate);
+    mbedtls_pk_init(&side->key);
+    return mbedtls_ctr_drbg_seed(&side->random, mbedtls_entropy_func, &side->entropy,
+                                 (const unsigned char *)personalization,
+                                 strlen(personalization)) == 0;
+}
+
+/* As the simulator configures a device: defaults, TLS 1.2 only, the server pinned. */
+static bool configure_client(struct mbedtls_side *side, const char *certificate_path)
+{
+    if (!seed(side, "bench handshake client") ||
+        mbedtls_x509_crt_parse_file(&side->certificate, certificate_path) != 0 ||
+        mbedtls_ssl_config_defaults(&side->config, MBEDTLS_SSL_IS_CLIENT,
+                                    MBEDTLS_SSL_TRANSPORT_STREAM,
+                                    MBEDTLS_SSL_PRESET_DEFAULT) != 0) {
+        return false;
+    }
+    mbedtls_ssl_conf_min_version(&side->config, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(&side->config, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_authmode(&side->config, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&side->config, &side->certificate, NULL);
+    mbedtls_ssl_conf_rng(&side->config, mbedtls_ctr_drbg_random, &side->random);
+    return true;
+}
+
+static void *client_thread(void *argument)
+{
+    struct client_job *job = argument;
+    int fd;
+    while (read(job->socket_pipe[0], &fd, sizeof fd) == (ssize_t)sizeof fd && fd >= 0) {
+        mbedtls_ssl_context ssl;
+        mbedtls_net_context net = {.fd = fd};
+        mbedtls_ssl_init(&ssl);
+        bool ok = mbedtls_ssl_setup(&ssl, &job->side.config) == 0 &&
+                  mbedtls_ssl_set_hostname(&ssl, "ota-agent") == 0;
+        mbedtls_ssl_set_bio(&ssl, &net, mbedtls_net_send, mbedtls_net_recv, NULL);
+        if (!ok || mbedtls_ssl_handshake(&ssl) != 0) {
+            job->failures++;
+        }
+        mbedtls_ssl_free(&ssl);
+        close(fd);
+    }
+    return NULL;
+}
+
+#ifdef BENCH_SERVER_OPENSSL
+
+/* The agent's OpenSSL server settings (tls_openssl.c), for the handshake's sake. */
+static void *make_server(const char *certificate_path, const char *key_path)
+{
+    SSL_CTX *context = SSL_CTX_new(TLS_server_method());
+    if (context == NULL) {
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION);
+    SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                     SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                     SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_ENABLE_KTLS);
+    SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(context, 0);
+    bool ok = SSL_CTX_set_cipher_list(context,
+                                      "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                      "ECDHE-ECDSA-CHACHA20-POLY1305:"
+                                      "ECDHE-RSA-CHACHA20-POLY1305") == 1 &&
+              SSL_CTX_set1_groups_list(context, "X25519:P-256:P-384") == 1 &&
+              SSL_CTX_use_certificate_chain_file(context, certificate_path) == 1 &&
+              SSL_CTX_use_PrivateKey_file(context, key_path, SSL_FILETYPE_PEM) == 1 &&
+              SSL_CTX_check_private_key(context) == 1;
+    if (!ok) {
+        ERR_print_errors_fp(stderr);
+        SSL_CTX_free(context);
+        return NULL;
+    }
+    return context;
+}
+
+static bool serve_one(void *server, int fd)
+{
+    SSL *ssl = SSL_new(server);
+    bool ok = ssl != NULL && SSL_set_fd(ssl, fd) == 1 && SSL_accept(ssl) == 1;
+    SSL_free(ssl);
+    return ok;
+}
+
+#else /* BENCH_SERVER_MBEDTLS */
+
+static const int server_suites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    0,
+};
+
+static const mbedtls_ecp_group_id server_curves[] = {
+    MBEDTLS_ECP_DP_CURVE25519,
+    MBEDTLS_ECP_DP_SECP256R1,
+    MBEDTLS_ECP_DP_SECP384R1,
+    MBEDTLS_ECP_DP_NONE,
+};
+
+static struct mbedtls_side server_side;
+
+/* The agent's mbedTLS server settings (tls_mbedtls.c), for the handshake's sake. */
+static void *make_server(const char *certificate_path, const char *key_path)
+{
+    struct mbedtls_side *side = &server_side;
+    if (!seed(side, "bench handshake server") ||
+        mbedtls_x509_crt_parse_file(&side->certificate, certificate_path) != 0 ||
+        mbedtls_pk_parse_keyfile(&side->key, key_path, NULL) != 0 ||
+        mbedtls_ssl_config_defaults(&side->config, MBEDTLS_SSL_IS_SERVER,
+                                    MBEDTLS_SSL_TRANSPORT_STREAM,
+                                    MBEDTLS_SSL_PRESET_DEFAULT) != 0) {
+        return NULL;
+    }
+    mbedtls_ssl_conf_min_version(&side->config, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(&side->config, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_ciphersuites(&side->config, server_suites);
+    mbedtls_ssl_conf_curves(&side->config, server_curves);
+    mbedtls_ssl_conf_rng(&side->config, mbedtls_ctr_drbg_random, &side->random);
+    mbedtls_ssl_conf_authmode(&side->config, MBEDTLS_SSL_VERIFY_NONE);
+    mbedtls_ssl_conf_renegotiation(&side->config, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    if (mbedtls_ssl_conf_own_cert(&side->config, &side->certificate, &side->key) != 0) {
+        return NULL;
+    }
+    return side;
+}
+
+static bool serve_one(void *server, int fd)
+{
+    struct mbedtls_side *side = server;
+    mbedtls_ssl_context ssl;
+    mbedtls_net_context net = {.fd = fd};
+    mbedtls_ssl_init(&ssl);
+    bool ok = mbedtls_ssl_setup(&ssl, &side->config) == 0;
+    mbedtls_ssl_set_bio(&ssl, &net, mbedtls_net_send, mbedtls_net_recv, NULL);
+    ok = ok && mbedtls_ssl_handshake(&ssl) == 0;
+    mbedtls_ssl_free(&ssl);
+    return ok;
+}
+
+#endif
+
+/* One handshake on a fresh socketpair; the client end goes to the client thread. */
+static bool handshake_once(void *server, struct client_job *job)
+{
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        return false;
+    }
+    if (write(job->socket_pipe[1], &pair[1], sizeof pair[1]) != (ssize_t)sizeof pair[1]) {
+        close(pair[0]);
+        close(pair[1]);
+        return false;
+    }
+    bool ok = serve_one(server, pair[0]);
+    close(pair[0]);
+    return ok;
+}
+
+static bool parse_options(int argc, char **argv, const char **certificate, const char **key,
+                          long *count)
+{
+    for (int index = 1; index + 1 < argc; index += 2) {
+        if (strcmp(argv[index], "--cert") == 0) {
+            *certificate = argv[index + 1];
+        } else if (strcmp(argv[index], "--key") == 0) {
+            *key = argv[index + 1];
+        } else if (strcmp(argv[index], "--count") == 0) {
+            *count = atol(argv[index + 1]);
+        } else {
+            return false;
+        }
+    }
+    return argc % 2 == 1 && *certificate != NULL && *key != NULL && *count > 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *certificate_path = NULL;
+    const char *key_path = NULL;
+    long count = 0;
+    if (!parse_options(argc, argv, &certificate_path, &key_path, &count)) {
+        fputs("usage: handshake --cert PEM --key PEM --count N\n", stderr);
+        return 2;
+    }
+    static struct client_job job;
+    void *server = make_server(certificate_path, key_path);
+    if (server == NULL || !configure_client(&job.side, certificate_path) ||
+        pipe(job.socket_pipe) != 0) {
+        fputs("handshake: cannot set up the server and the client\n", stderr);
+        return 1;
+    }
+    pthread_t client;
+    if (pthread_create(&client, NULL, client_thread, &job) != 0) {
+        fputs("handshake: cannot start the client thread\n", stderr);
+        return 1;
+    }
+
+    bool ok = handshake_once(server, &job); /* warm-up: lazy initialisation stays out */
+    double cpu_start = seconds_of(CLOCK_THREAD_CPUTIME_ID);
+    double wall_start = seconds_of(CLOCK_MONOTONIC);
+    for (long done = 0; done < count && ok; done++) {
+        ok = handshake_once(server, &job);
+    }
+    double cpu = seconds_of(CLOCK_THREAD_CPUTIME_ID) - cpu_start;
+    double wall = seconds_of(CLOCK_MONOTONIC) - wall_start;
+
+    int end = -1;
+    (void)!write(job.socket_pipe[1], &end, sizeof end);
+    pthread_join(client, NULL);
+    if (!ok || job.failures != 0) {
+        fprintf(stderr, "handshake: a handshake failed (client failures: %d)\n", job.failures);
+        return 1;
+    }
+    printf("handshakes=%ld server_cpu_us=%.1f wall_us=%.1f\n", count, cpu / (double)count * 1e6,
+           wall / (double)count * 1e6);
+    return 0;
+}
