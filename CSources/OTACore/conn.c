@@ -499,8 +499,22 @@ static int
 ota_conn_discard_input(ota_conn *conn, size_t *discarded, int *closed)
 {
     uint8_t scratch[4096];
+    /* With kernel TLS on the receive side (OpenSSL turns it on), a record other than
+     * application data, such as the device's close_notify, is only handed to a reader that
+     * offers room for its record type; a plain recv(2) fails with EIO. */
+    union {
+        char buffer[CMSG_SPACE(sizeof(unsigned char))];
+        struct cmsghdr align;
+    } control;
     while (*discarded < OTA_FINISH_DRAIN_LIMIT) {
-        ssize_t got = recv(conn->fd, scratch, sizeof(scratch), 0);
+        struct iovec into = {.iov_base = scratch, .iov_len = sizeof(scratch)};
+        struct msghdr message = {
+            .msg_iov = &into,
+            .msg_iovlen = 1,
+            .msg_control = control.buffer,
+            .msg_controllen = sizeof(control.buffer),
+        };
+        ssize_t got = recvmsg(conn->fd, &message, 0);
         if (got == 0) {
             *closed = 1;
             return OTA_OK;
@@ -515,9 +529,9 @@ ota_conn_discard_input(ota_conn *conn, size_t *discarded, int *closed)
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             return OTA_OK;
         }
-        ota_detail_set(conn->detail, sizeof(conn->detail),
-                       "close: device reset the connection before confirming the image (%s)",
-                       strerror(errno));
+        ota_detail_set(conn->detail, sizeof(conn->detail), "close: %s before the device "
+                       "confirmed the image", errno == ECONNRESET ? "device reset the connection"
+                                                                  : strerror(errno));
         return OTA_ERR_CLOSED;
     }
     ota_detail_set(conn->detail, sizeof(conn->detail), "close: device keeps sending data");

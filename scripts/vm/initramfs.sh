@@ -40,17 +40,13 @@ stage_initramfs() {
     modules="$(module_load_order "$kernel_root/lib/modules/$release" "$@")"
 
     rm -rf "$tree"
-    mkdir -p "$tree"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,etc,opt/ota/bin,lib/modules}
+    mkdir -p "$tree"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,opt/ota/bin,lib/modules}
     cp "$(command -v busybox)" "$tree/bin/busybox"
     cp "${programs[@]}" "$tree/opt/ota/bin/"
     while IFS= read -r library; do
         copy_at_same_path "$library" "$tree"
     done <<<"$libraries"
     cp -r "$repo_root/firmware-sample/certs" "$tree/certs"
-    # Foundation and glibc look users up now and then; give root a name and a home.
-    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$tree/etc/passwd"
-    printf 'root:x:0:\n' >"$tree/etc/group"
-    mkdir -p "$tree/root"
 
     : >"$tree/lib/modules/load-order"
     while IFS= read -r module; do

@@ -16,7 +16,7 @@ boot_vm() {
     # panic=-1 reboots at once on a panic, and -no-reboot turns that reboot into an exit.
     set +e
     timeout --kill-after=10 "$limit" qemu-system-x86_64 \
-        -accel tcg -cpu max -m 2048 -smp 2 \
+        -accel tcg -m 2048 -smp 2 \
         -nographic -no-reboot -nic none \
         -kernel "$kernel" -initrd "$initramfs" \
         -append "console=ttyS0 quiet panic=-1" </dev/null 2>&1 |
