@@ -555,9 +555,10 @@ ota_conn_next_wake(int unacknowledged, int64_t stall_deadline, int64_t close_dea
  *
  * The whole image may sit in socket buffers when the last write returns, so "sent" is not
  * "received". While the device keeps acknowledging bytes it is still reading, and the stall
- * deadline restarts; once everything is acknowledged it has `wait_ms` to close. Arrival of an
- * acknowledgement has no readiness event, so only this final phase samples the send queue on
- * a short timer. A reset, a stall or the whole-transfer deadline is a failure.
+ * deadline restarts; once everything is acknowledged it has `wait_ms` to read what its own
+ * buffers hold and close. Only that close confirms. Arrival of an acknowledgement has no
+ * readiness event, so only this final phase samples the send queue on a short timer. A reset,
+ * a stall, no close in time or the whole-transfer deadline is a failure.
  */
 static int
 ota_conn_await_confirmation(ota_conn *conn, int wait_ms)
@@ -596,10 +597,12 @@ ota_conn_await_confirmation(ota_conn *conn, int wait_ms)
             return OTA_ERR_TIMEOUT;
         }
         if (unacknowledged <= 0 && now >= close_deadline) {
-            /* Every byte reached the device; it just did not close. Keep the reason visible. */
+            /* Acknowledged means in the device's TCP buffers, not read: only its close says it
+             * read to the end. */
             ota_detail_set(conn->detail, sizeof(conn->detail),
-                           "close: device acknowledged the whole image but did not close");
-            return OTA_OK;
+                           "close: device did not close within the close timeout after "
+                           "acknowledging the image");
+            return OTA_ERR_TIMEOUT;
         }
 
         int64_t wake = ota_conn_next_wake(unacknowledged, stall_deadline, close_deadline);

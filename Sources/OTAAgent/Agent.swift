@@ -11,6 +11,9 @@ public enum RunOutcome: Sendable, Equatable {
     case timedOut
     /// A signal stopped the run before any device was updated.
     case interrupted(signal: Int32)
+    /// The image file changed on disk while being served: nothing more can be sent until the
+    /// agent is restarted (it reads the image it opened at start, and checks it per transfer).
+    case imageChanged
 }
 
 /// What a run did.
@@ -109,7 +112,7 @@ public final class Agent: @unchecked Sendable {
 
         // No more accepts; transfers in flight get the grace period, then are cancelled.
         if !state.waitForSessions(upTo: configuration.gracePeriod) {
-            logger.warning("grace-period-over", [LogField("sessions", state.inFlight)])
+            logger.warning("grace-period-over", [LogField("sessions", state.running)])
             context.cancel.fire()
             context.diceAuth.gate.interrupt()
             _ = state.waitForSessions(upTo: .seconds(30))
@@ -136,7 +139,7 @@ public final class Agent: @unchecked Sendable {
     /// call cuts the grace period short: transfers still running are reset. Any thread.
     public func stop(signal: Int32? = nil) {
         let again = state.requestStop(signal: signal)
-        var fields = [LogField("in_flight", state.inFlight)]
+        var fields = [LogField("in_flight", state.running)]
         if let signal { fields.insert(LogField("signal", signal), at: 0) }
         if again {
             logger.warning("stopping-now", fields)
@@ -157,13 +160,18 @@ public final class Agent: @unchecked Sendable {
             let timeout = deadline.map { $0 - .now }
             if let timeout, timeout <= .zero {
                 state.releaseSlot()
-                break
+                logTimeout()
+                return
             }
 
             switch listener.accept(timeout: timeout, cancel: context.cancel) {
             case .connection(let fd, let peer, let port):
                 startSession(fd: fd, peer: formatPeer(peer, port), context: context)
-            case .timedOut, .stopped:
+            case .timedOut:
+                state.releaseSlot()
+                logTimeout()
+                return
+            case .stopped:
                 state.releaseSlot()
                 return
             case .failed(let reason):
@@ -175,12 +183,22 @@ public final class Agent: @unchecked Sendable {
         }
     }
 
+    /// The run's timeout passed: no more devices; those in flight get the grace period.
+    private func logTimeout() {
+        logger.warning("timeout", [
+            LogField("timeout_s", Int(configuration.timeout?.seconds ?? 0)),
+            LogField("in_flight", state.running),
+            LogField("grace_s", Int(configuration.gracePeriod.seconds)),
+        ])
+    }
+
     private func formatPeer(_ address: String, _ port: UInt16) -> String {
         address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
     }
 
     private func startSession(fd: Int32, peer: String, context: SessionContext) {
         logger.debug("connected", [LogField("device", peer)])
+        state.sessionStarted()
         let thread = Thread { [self] in
             let record = DeviceSession(context: context, peer: peer).run(fd: fd)
             finishSession(record, listener: listener)
@@ -191,8 +209,15 @@ public final class Agent: @unchecked Sendable {
 
     private func finishSession(_ record: SessionRecord, listener: Listener?) {
         onSession?(record)
+        let changeAlreadySeen = state.imageChanged
         let firstUpdate = state.record(record)
-        if firstUpdate && configuration.mode == .once {
+        if record.imageChanged && !changeAlreadySeen {
+            logger.error("image-changed", [
+                LogField("image", configuration.imagePath),
+                LogField("reason", "the image file changed on disk since start; restart the agent to serve it"),
+            ])
+        }
+        if (firstUpdate && configuration.mode == .once) || record.imageChanged {
             state.requestStop(signal: nil, external: false)
             listener?.interrupt()
         }
@@ -205,6 +230,7 @@ public final class Agent: @unchecked Sendable {
         case .stopped: "stopped"
         case .timedOut: "timed-out"
         case .interrupted(let signal): "interrupted-by-signal-\(signal)"
+        case .imageChanged: "image-changed"
         }
     }
 }
@@ -216,6 +242,7 @@ final class RunState: @unchecked Sendable {
     private var stopRequested = false
     private var stopSignal: Int32?
     private var externalStops = 0
+    private var sessions = 0
     private var finished: [SessionRecord] = []
 
     var stopping: Bool { condition.withLock { stopRequested } }
@@ -256,6 +283,7 @@ final class RunState: @unchecked Sendable {
     /// Keeps a finished session; true when it is the run's first update.
     func record(_ record: SessionRecord) -> Bool {
         condition.withLock {
+            sessions -= 1
             let first = record.outcome == .updated && !finished.contains { $0.outcome == .updated }
             finished.append(record)
             return first
@@ -273,9 +301,22 @@ final class RunState: @unchecked Sendable {
         }
     }
 
+    /// A session found the image changed on disk.
+    var imageChanged: Bool { condition.withLock { finished.contains { $0.imageChanged } } }
+
+    /// Sessions running now (the accept loop's own reserved slot left out).
+    var running: Int { condition.withLock { sessions } }
+
+    func sessionStarted() { condition.withLock { sessions += 1 } }
+
     func outcome(timedOut: Bool, mode: AgentMode) -> RunOutcome {
         condition.withLock {
-            if finished.contains(where: { $0.outcome == .updated }) { return .updated }
+            let updated = finished.contains { $0.outcome == .updated }
+            // A once run that reached its update is done; otherwise a changed image must be
+            // reported, so the operator restarts the agent with the new one.
+            if updated && mode == .once { return .updated }
+            if finished.contains(where: { $0.imageChanged }) { return .imageChanged }
+            if updated { return .updated }
             // Serve mode only ever ends on request: that is its clean stop.
             if mode == .serve && stopRequested { return .stopped }
             if let stopSignal { return .interrupted(signal: stopSignal) }

@@ -82,6 +82,9 @@ public enum ConfigurationParser {
             }
 
             let (flag, inlineValue) = split(argument)
+            guard argument.hasPrefix("-") else {
+                throw .configuration("unexpected argument '\(argument)': every setting is an option (see --help)")
+            }
             guard settings.contains(where: { $0.flag == flag }) else {
                 throw .configuration("unknown option '\(argument)' (see --help)")
             }
@@ -156,7 +159,7 @@ public enum ConfigurationParser {
         if let scale = values.string("--deadline-scale") {
             guard let factor = Double(scale), factor > 0, factor <= 1000 else {
                 throw .configuration("\(values.name(of: "--deadline-scale")): '\(scale)' is not a "
-                    + "factor between 0 and 1000")
+                    + "factor greater than 0 and at most 1000")
             }
             deadlines = deadlines.scaled(by: factor)
         }
@@ -203,7 +206,8 @@ public enum ConfigurationParser {
             "",
             "exit codes: 0 updated (or stopped cleanly in serve mode), 1 internal error,",
             "2 configuration or usage error, 3 timeout with no device updated,",
-            "130 / 143 stopped by SIGINT / SIGTERM with no device updated.",
+            "129 / 130 / 143 stopped by SIGHUP / SIGINT / SIGTERM with no device updated (once mode).",
+            "An image file that changes on disk while served also stops the agent with exit 2.",
         ]
         return lines.joined(separator: "\n")
     }

@@ -253,4 +253,5 @@ enum CoreStatus {
     static let timeout = OTA_ERR_TIMEOUT.rawValue
     static let protocolError = OTA_ERR_PROTOCOL.rawValue
     static let cancelled = OTA_ERR_CANCELLED.rawValue
+    static let changed = OTA_ERR_CHANGED.rawValue
 }

@@ -35,6 +35,8 @@ public struct SessionRecord: Sendable {
     public var outcome: SessionOutcome = .failed
     public var phase: SessionPhase = .handshake
     public var reason = ""
+    /// The transfer found the image file changed on disk since the agent opened it.
+    public var imageChanged = false
 }
 
 /// Everything a session needs from the agent, shared read-only by all sessions.
@@ -149,8 +151,11 @@ struct DeviceSession {
                      _ record: inout SessionRecord)
     {
         record.reason = failure.detail.isEmpty ? failure.name : failure.detail
-        let badInput = failure.status == CoreStatus.protocolError
-            && (record.phase == .certificate || record.phase == .attestation)
+        record.imageChanged = failure.status == CoreStatus.changed
+        // What the device sent (or failed to send in time) instead of one certificate.
+        let badInput = (failure.status == CoreStatus.protocolError && record.phase == .attestation)
+            || (record.phase == .certificate
+                && (failure.status == CoreStatus.protocolError || failure.status == CoreStatus.timeout))
         record.outcome = badInput ? .refused : .failed
         switch record.phase {
         case .close, .done:

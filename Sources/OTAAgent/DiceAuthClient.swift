@@ -188,9 +188,7 @@ public final class DiceAuthClient: Sendable {
         }
         if code != CURLE_OK {
             let reason = String(cString: curl_easy_strerror(code))
-            // A URL curl cannot use will not get better by trying again.
-            let final = code == CURLE_UNSUPPORTED_PROTOCOL || code == CURLE_URL_MALFORMAT
-            return Attempt(verdict: .unavailable(reason: reason), retryable: !final)
+            return Attempt(verdict: .unavailable(reason: reason), retryable: !Self.isFinal(code))
         }
 
         var status = 0
@@ -204,6 +202,13 @@ public final class DiceAuthClient: Sendable {
         let retryable = status == 429 || (500...599).contains(status)
         return Attempt(verdict: .rejected(status: status), retryable: retryable, status: status,
                        retryAfter: retryAfter)
+    }
+
+    /// Failures that trying again cannot mend: a URL curl cannot use (checked at start too),
+    /// and an https Dice-Auth whose certificate does not verify.
+    private static func isFinal(_ code: CURLcode) -> Bool {
+        [CURLE_URL_MALFORMAT, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE,
+         CURLE_SSL_CERTPROBLEM].contains(code)
     }
 
     /// State shared with curl's callbacks during one request.

@@ -16,6 +16,7 @@ enum ExitCode: Int32 {
         switch outcome {
         case .updated, .stopped: ExitCode.updated.rawValue
         case .timedOut: ExitCode.timedOut.rawValue
+        case .imageChanged: ExitCode.configuration.rawValue
         case .interrupted(let signal): ExitCode.interrupted.rawValue + signal
         }
     }

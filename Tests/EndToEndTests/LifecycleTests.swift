@@ -51,7 +51,8 @@ struct LifecycleTests {
         agent.child.send(SIGTERM)
 
         #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(0), "\(agent.transcript)")
-        #expect(agent.log("stopping").first?["signal"] == String(SIGTERM), "\(agent.transcript)")
+        let stopping = agent.log("stopping").first
+        #expect(stopping?["signal"] == String(SIGTERM) && stopping?.integer("in_flight") == 0, "\(agent.transcript)")
         #expect(agent.log("exiting").first?["outcome"] == "stopped", "\(agent.transcript)")
     }
 

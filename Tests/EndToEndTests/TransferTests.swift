@@ -84,7 +84,7 @@ struct TransferTests {
     @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
     func slowDeviceStillReadingAfterTheLastWriteIsUpdated() async throws {
         let image = try await ServedImage.sample()
-        let testbed = try await Testbed.start(settings: ["OTA_CLOSE_TIMEOUT": "0.2"])
+        let testbed = try await Testbed.start(settings: ["OTA_CLOSE_TIMEOUT": "3"])
         defer { testbed.stop() }
         let (verifier, agent) = (testbed.verifier, testbed.agent)
 
@@ -94,5 +94,55 @@ struct TransferTests {
 
         expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
         #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(0), "\(agent.transcript)")
+    }
+
+    /// A small image is acknowledged at once by the device's TCP stack, read or not: only the
+    /// device's close counts, so one that stops reading is not updated.
+    @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
+    func deviceThatAcknowledgesButNeverReadsIsNotUpdated() async throws {
+        let scratch = try ScratchFolder()
+        defer { scratch.remove() }
+        let image = try await ServedImage.of(try scratch.writeRandom("small.bin", count: 4000))
+        let testbed = try await Testbed.start(settings: ["OTA_CLOSE_TIMEOUT": "0.5", "OTA_TIMEOUT": "3"],
+                                              image: image.url)
+        defer { testbed.stop() }
+        let agent = testbed.agent
+
+        // Reads 64 bytes, then waits far longer than the agent's close timeout.
+        let run = try await DeviceSimulator.run(
+            port: agent.port, options: ["--read-pause-ms", "20000", "--timeout-ms", "4000"], within: .seconds(10))
+
+        let sessionEnd = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
+        #expect(sessionEnd["outcome"] == "failed" && sessionEnd["phase"] == "close", "\(sessionEnd)")
+        #expect(run.onlyDevice()?.outcome == "error", "\(run.transcript)")
+        #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(3), "\(agent.transcript)")
+    }
+
+    /// The agent serves the image it opened at start. Once that file changes on disk, no
+    /// transfer can be trusted any more: the one in flight is reset, and the agent stops with
+    /// exit 2 so that it is restarted with the new image, instead of failing every device.
+    @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
+    func imageChangedOnDiskStopsTheAgent() async throws {
+        let scratch = try ScratchFolder()
+        defer { scratch.remove() }
+        let imageURL = try scratch.writeRandom("large.bin", count: 16 << 20)
+        let testbed = try await Testbed.start(settings: ["OTA_MODE": "serve"], image: imageURL)
+        defer { testbed.stop() }
+        let agent = testbed.agent
+
+        async let run = DeviceSimulator.run(
+            port: agent.port, options: ["--read-size", "16384", "--read-pause-ms", "5"], within: .seconds(30))
+        _ = await agent.waitForLog("verdict")
+        // Same bytes, new modification time: still a change to the file being served.
+        try FileManager.default.setAttributes([.modificationDate: Date()], ofItemAtPath: imageURL.path)
+
+        let device = try await run.onlyDevice()
+        #expect(device?.outcome == "error" && device?.end == nil, "\(String(describing: device))")
+        let sessionEnd = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
+        #expect(sessionEnd["outcome"] == "failed" && sessionEnd["reason"]?.contains("changed") == true,
+                "\(sessionEnd)")
+        #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(2), "\(agent.transcript)")
+        #expect(agent.log("image-changed").count == 1, "\(agent.transcript)")
+        #expect(agent.log("exiting").first?["outcome"] == "image-changed", "\(agent.transcript)")
     }
 }

@@ -297,9 +297,9 @@ const char *ota_conn_transfer_note(const ota_conn *conn);
  * confirm by closing its side. The image may still sit in socket buffers when the last write
  * returns, so while the device keeps acknowledging bytes the wait goes on (the transfer's stall
  * deadline restarts at each progress, its whole deadline still holds); once every byte is
- * acknowledged the device has `wait_ms` to close. OTA_OK when it closed, or acknowledged
- * everything and then stayed silent (the detail says so). A reset, a stall or a deadline
- * returns an error, and the connection has then been reset (as by ota_conn_abort).
+ * acknowledged the device has `wait_ms` to close (it may still be reading its own buffers).
+ * OTA_OK only when it closed. A reset, a stall, no close in time or a deadline returns an
+ * error, and the connection has then been reset (as by ota_conn_abort).
  */
 int ota_conn_finish(ota_conn *conn, int wait_ms);
 
