@@ -109,6 +109,7 @@ public final class Agent: @unchecked Sendable {
         acceptLoop(listener, context, until: deadline)
         // Devices arriving from now on are refused at once instead of waiting unserved.
         listener.close()
+        logger.info("not-accepting", [LogField("in_flight", state.running)])
 
         // No more accepts; transfers in flight get the grace period, then are cancelled.
         if !state.waitForSessions(upTo: configuration.gracePeriod) {

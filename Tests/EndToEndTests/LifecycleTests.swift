@@ -70,7 +70,7 @@ struct LifecycleTests {
         _ = await agent.waitForLog("verdict")
         let fast = try await DeviceSimulator.run(port: agent.port)
         #expect(fast.onlyDevice()?.outcome == "updated", "\(fast.transcript)")
-        _ = await agent.waitForLog("session-end")
+        _ = await agent.waitForLog("not-accepting")
 
         #expect(LoopbackSocket.connectError(port: agent.port) == ECONNREFUSED, "\(agent.transcript)")
         #expect(try await slow.onlyDevice()?.outcome == "updated", "\(agent.transcript)")
