@@ -84,6 +84,21 @@ ota_mbedtls_suite_cipher(const mbedtls_ssl_context *ssl, const char **name)
     return suite != NULL ? suite->cipher : MBEDTLS_CIPHER_NONE;
 }
 
+/* The two AES-GCM layouts differ only in key size: one filler for both. */
+static void
+ota_mbedtls_fill_gcm(struct tls_crypto_info *header, unsigned short cipher_type,
+                     unsigned char *key, unsigned char *salt, unsigned char *explicit_iv,
+                     unsigned char *record_sequence, const struct ota_mbedtls_tx_keys *keys,
+                     const unsigned char sequence[8])
+{
+    header->version = TLS_1_2_VERSION;
+    header->cipher_type = cipher_type;
+    memcpy(key, keys->key, keys->key_length);
+    memcpy(salt, keys->iv, 4);
+    memcpy(explicit_iv, sequence, 8);
+    memcpy(record_sequence, sequence, 8);
+}
+
 /* Fills the kernel's crypto_info for the session's cipher; its size, or 0 if unsupported. */
 static size_t
 ota_mbedtls_crypto_info(mbedtls_cipher_type_t cipher, const struct ota_mbedtls_tx_keys *keys,
@@ -99,21 +114,13 @@ ota_mbedtls_crypto_info(mbedtls_cipher_type_t cipher, const struct ota_mbedtls_t
         }
         if (wide) {
             struct tls12_crypto_info_aes_gcm_256 *info = info_storage;
-            info->info.version = TLS_1_2_VERSION;
-            info->info.cipher_type = TLS_CIPHER_AES_GCM_256;
-            memcpy(info->key, keys->key, 32);
-            memcpy(info->salt, keys->iv, 4);
-            memcpy(info->iv, sequence, 8);
-            memcpy(info->rec_seq, sequence, 8);
+            ota_mbedtls_fill_gcm(&info->info, TLS_CIPHER_AES_GCM_256, info->key, info->salt,
+                                 info->iv, info->rec_seq, keys, sequence);
             return sizeof(*info);
         }
         struct tls12_crypto_info_aes_gcm_128 *info = info_storage;
-        info->info.version = TLS_1_2_VERSION;
-        info->info.cipher_type = TLS_CIPHER_AES_GCM_128;
-        memcpy(info->key, keys->key, 16);
-        memcpy(info->salt, keys->iv, 4);
-        memcpy(info->iv, sequence, 8);
-        memcpy(info->rec_seq, sequence, 8);
+        ota_mbedtls_fill_gcm(&info->info, TLS_CIPHER_AES_GCM_128, info->key, info->salt, info->iv,
+                             info->rec_seq, keys, sequence);
         return sizeof(*info);
     }
     if (cipher == MBEDTLS_CIPHER_CHACHA20_POLY1305 && keys->iv_length == 12 &&
