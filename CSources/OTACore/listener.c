@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,6 +259,10 @@ ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel *ca
         int fd = accept4(listener->fd, (struct sockaddr *)&address, &address_length,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
+            /* The agent writes whole records and small handshake flights; waiting for
+             * Nagle to coalesce them only stalls each phase on the device's delayed ACK. */
+            int on = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
             ota_listener_peer_name(&address, peer, peer_size, peer_port);
             *client_fd = fd;
             return OTA_OK;

@@ -70,6 +70,7 @@ int ota_image_read_at(const ota_image *image, uint8_t *buffer, size_t length, ui
 struct ota_sigpipe_state {
     sigset_t old_mask;
     int was_pending;
+    int skipped; /* SIGPIPE is ignored process-wide: nothing was changed */
 };
 void ota_sigpipe_block(struct ota_sigpipe_state *state);
 void ota_sigpipe_restore(struct ota_sigpipe_state *state);

@@ -14,9 +14,23 @@
 
 #include "ota_internal.h"
 
+/* Whether the process ignores SIGPIPE already (as the agent's CLI does): then there is
+ * nothing to hold off, and the four signal-mask calls per write can be skipped. */
+static int
+ota_sigpipe_ignored(void)
+{
+    struct sigaction current;
+    return sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_IGN;
+}
+
 void
 ota_sigpipe_block(struct ota_sigpipe_state *state)
 {
+    state->skipped = ota_sigpipe_ignored();
+    if (state->skipped) {
+        return;
+    }
+
     sigset_t sigpipe_only;
     sigemptyset(&sigpipe_only);
     sigaddset(&sigpipe_only, SIGPIPE);
@@ -31,6 +45,10 @@ ota_sigpipe_block(struct ota_sigpipe_state *state)
 void
 ota_sigpipe_restore(struct ota_sigpipe_state *state)
 {
+    if (state->skipped) {
+        return;
+    }
+
     sigset_t sigpipe_only;
     sigemptyset(&sigpipe_only);
     sigaddset(&sigpipe_only, SIGPIPE);
