@@ -247,7 +247,6 @@ final class RunState: @unchecked Sendable {
     private var finished: [SessionRecord] = []
 
     var stopping: Bool { condition.withLock { stopRequested } }
-    var inFlight: Int { condition.withLock { active } }
     var records: [SessionRecord] { condition.withLock { finished } }
 
     /// Records a stop; true when one had been asked for before (by a caller, not by the run's

@@ -174,7 +174,8 @@ struct ListenerTests {
         let status = ota_listener_accept(listener, 5000, nil, &fd, &peer, 4, nil)
         if fd >= 0 { close(fd) }
         #expect(peer[4...].allSatisfy { $0 == 0x78 }, "nothing is written past peer_size")
-        #expect(status == code(OTA_OK) && peer[..<4].contains(0), "status \(status), peer bytes \(peer[..<4].map { $0 })")
+        #expect(status == code(OTA_OK) && peer[..<4].contains(0),
+                "status \(status), peer bytes \(peer[..<4].map { $0 })")
     }
 
     @Test("NULL listener, fd or peer buffer, or a zero peer size, are usage errors; NULL handles are ignored")
