@@ -147,6 +147,16 @@ ota_conn_handshake_step(ota_conn *conn, void *unused)
 }
 
 int
+ota_conn_wait_hello(ota_conn *conn, int timeout_ms)
+{
+    if (conn == NULL || conn->session == NULL) {
+        return OTA_ERR_USAGE;
+    }
+    return ota_conn_wait_for(conn, OTA_TLS_WANT_READ, ota_deadline_after(timeout_ms), INT64_MAX,
+                             "handshake");
+}
+
+int
 ota_conn_handshake(ota_conn *conn, int timeout_ms)
 {
     if (conn == NULL || conn->session == NULL) {

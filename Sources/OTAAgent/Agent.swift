@@ -55,10 +55,13 @@ public final class Agent: @unchecked Sendable {
         let credentials = try ServerCredentials(certificatePath: configuration.certificatePath,
                                                 keyPath: configuration.keyPath)
         let cancel = try CancelSource()
+        // Devices beyond the session bound wait in the listen queue; the kernel caps the
+        // backlog at its somaxconn.
         let listener = try Listener(bindAddress: configuration.bindAddress, port: configuration.port,
-                                    backlog: 128)
+                                    backlog: Int32(clamping: max(1024, configuration.maxConcurrent)))
         let client = DiceAuthClient(url: configuration.diceAuthURL, settings: configuration.diceAuth)
         context = SessionContext(credentials: credentials, image: image, diceAuth: client,
+                                 handshakes: FairGate(limit: configuration.maxHandshakes),
                                  deadlines: configuration.deadlines, cancel: cancel, logger: logger)
         self.listener = listener
         try logStart(image: image, credentials: credentials)
@@ -114,8 +117,7 @@ public final class Agent: @unchecked Sendable {
         // No more accepts; transfers in flight get the grace period, then are cancelled.
         if !state.waitForSessions(upTo: configuration.gracePeriod) {
             logger.warning("grace-period-over", [LogField("sessions", state.running)])
-            context.cancel.fire()
-            context.diceAuth.gate.interrupt()
+            context.cancelAll()
             _ = state.waitForSessions(upTo: .seconds(30))
         }
         let summary = RunSummary(outcome: state.outcome(timedOut: deadline.map { .now >= $0 } ?? false,
@@ -144,8 +146,7 @@ public final class Agent: @unchecked Sendable {
         if let signal { fields.insert(LogField("signal", signal), at: 0) }
         if again {
             logger.warning("stopping-now", fields)
-            context?.cancel.fire()
-            context?.diceAuth.gate.interrupt()
+            context?.cancelAll()
         } else {
             logger.info("stopping", fields + [LogField("grace_s", Int(configuration.gracePeriod.seconds))])
         }

@@ -22,11 +22,19 @@ public struct AgentConfiguration: Sendable {
     /// With no device updated by then, the run ends with `.timedOut`. Nil: wait for ever.
     public var timeout: Duration?
     public var maxConcurrent = 64
+    /// TLS handshakes computing at once; devices beyond wait their turn in arrival order.
+    public var maxHandshakes = AgentConfiguration.defaultMaxHandshakes
     /// How long transfers in flight may go on once the agent stops accepting.
     public var gracePeriod: Duration = .seconds(60)
     public var deadlines = Deadlines()
     public var diceAuth = DiceAuthSettings()
     public var logLevel: LogLevel = .info
+
+    /// Eight per core: enough to keep the cores busy while handshakes wait on slow devices'
+    /// round trips, few enough that each finishes in milliseconds of CPU.
+    public static var defaultMaxHandshakes: Int {
+        8 * max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }
 
     public init(imagePath: String, diceAuthURL: String, certificatePath: String, keyPath: String) {
         self.imagePath = imagePath

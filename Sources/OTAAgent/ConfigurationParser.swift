@@ -37,6 +37,8 @@ public enum ConfigurationParser {
                 help: "exit 3 when no device was updated by then (default: wait for ever)"),
         Setting(flag: "--max-concurrent", key: .maxConcurrent, value: "N",
                 help: "devices served at once; more wait in the listen queue (default 64)"),
+        Setting(flag: "--max-handshakes", key: .maxHandshakes, value: "N",
+                help: "TLS handshakes computing at once; more wait their turn (default 8 per core)"),
         Setting(flag: "--grace-period", key: .gracePeriod, value: "SECONDS",
                 help: "time left to transfers in flight when stopping (default 60)"),
         Setting(flag: "--handshake-timeout", key: .handshakeTimeout, value: "SECONDS",
@@ -132,6 +134,9 @@ public enum ConfigurationParser {
         configuration.timeout = try values.duration("--timeout")
         if let limit = try values.integer("--max-concurrent", in: 1...100_000) {
             configuration.maxConcurrent = limit
+        }
+        if let limit = try values.integer("--max-handshakes", in: 1...100_000) {
+            configuration.maxHandshakes = limit
         }
         configuration.gracePeriod = try values.duration("--grace-period") ?? configuration.gracePeriod
         configuration.deadlines = try deadlines(values)

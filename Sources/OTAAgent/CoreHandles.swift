@@ -169,6 +169,11 @@ struct CoreFailure: Error {
     let detail: String
 
     var name: String { statusName(status) }
+
+    /// A wait outside the core (a queue of the agent's own) ended by cancellation.
+    static func cancelled(in phase: String) -> CoreFailure {
+        CoreFailure(status: OTA_ERR_CANCELLED.rawValue, detail: "\(phase): cancelled")
+    }
 }
 
 /// One device's TLS session. Used by one thread; ended by finish, refuse or abort.
@@ -187,6 +192,10 @@ final class DeviceConnection {
         guard status == OTA_OK.rawValue else {
             throw CoreFailure(status: status, detail: String(cString: ota_conn_detail(raw)))
         }
+    }
+
+    func waitForHello(within deadline: Duration) throws(CoreFailure) {
+        try check(ota_conn_wait_hello(raw, deadline.milliseconds))
     }
 
     func handshake(within deadline: Duration) throws(CoreFailure) {

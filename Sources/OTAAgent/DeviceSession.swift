@@ -44,9 +44,18 @@ struct SessionContext: Sendable {
     let credentials: ServerCredentials
     let image: FirmwareImage
     let diceAuth: DiceAuthClient
+    /// Bounds the handshakes computing at once (see `handshake(_:)`).
+    let handshakes: FairGate
     let deadlines: Deadlines
     let cancel: CancelSource
     let logger: Logger
+
+    /// Ends every session at once: waits on sockets and on queues return.
+    func cancelAll() {
+        cancel.fire()
+        handshakes.interrupt()
+        diceAuth.gate.interrupt()
+    }
 }
 
 /// One device, from accept to the end of its connection. Runs on a thread of its own: every
@@ -73,7 +82,7 @@ struct DeviceSession {
 
     private func serve(_ connection: DeviceConnection, _ record: inout SessionRecord) {
         do throws(CoreFailure) {
-            try connection.handshake(within: context.deadlines.handshake)
+            try handshake(connection)
             context.logger.debug("handshake", [LogField("device", peer),
                 LogField("protocol", connection.protocolName), LogField("cipher", connection.cipher)])
 
@@ -99,6 +108,24 @@ struct DeviceSession {
         } catch {
             end(connection, after: error, &record)
         }
+    }
+
+    /// The handshake, admitted through the handshake gate once the device has sent its hello.
+    ///
+    /// A handshake costs the agent milliseconds of CPU (the server's signature and key
+    /// exchange); a thousand at once would all share the cores and all finish late, past their
+    /// deadline. So only a bounded number run at once and the others wait their turn in
+    /// arrival order. Waiting for the hello first keeps idle connections out of the queue: a
+    /// slot is held only by a device that is really handshaking. The handshake deadline runs
+    /// once for the hello and again from the moment the slot is granted, so time spent queueing
+    /// behind other devices never counts against this one.
+    private func handshake(_ connection: DeviceConnection) throws(CoreFailure) {
+        try connection.waitForHello(within: context.deadlines.handshake)
+        guard context.handshakes.acquire(until: nil) else {
+            throw .cancelled(in: "handshake")
+        }
+        defer { context.handshakes.release() }
+        try connection.handshake(within: context.deadlines.handshake)
     }
 
     /// Asks Dice-Auth; true only for a verified device.

@@ -44,13 +44,13 @@ public final class DiceAuthClient: Sendable {
 
     private let url: String
     private let settings: DiceAuthSettings
-    let gate: DiceAuthGate
+    let gate: FairGate
 
     public init(url: String, settings: DiceAuthSettings) {
         DiceAuthClient.initializeCurl
         self.url = url
         self.settings = settings
-        self.gate = DiceAuthGate(limit: settings.concurrency)
+        self.gate = FairGate(limit: settings.concurrency)
     }
 
     /// curl_global_init is not thread-safe: run it once, before any thread uses curl.

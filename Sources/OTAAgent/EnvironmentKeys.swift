@@ -10,6 +10,7 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case mode = "OTA_MODE"
     case timeout = "OTA_TIMEOUT"
     case maxConcurrent = "OTA_MAX_CONCURRENT"
+    case maxHandshakes = "OTA_MAX_HANDSHAKES"
     case gracePeriod = "OTA_GRACE_PERIOD"
     case deadlineScale = "OTA_DEADLINE_SCALE"
     case handshakeTimeout = "OTA_HANDSHAKE_TIMEOUT"

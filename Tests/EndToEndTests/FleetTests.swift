@@ -33,4 +33,68 @@ struct FleetTests {
         #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(0), "\(agent.transcript)")
         #expect(agent.log("session-end").filter { $0["outcome"] == "updated" }.count == 50)
     }
+
+    /// Handshakes are admitted a bounded number at a time, but only once the device has sent
+    /// its hello: connections that send nothing hold no slot.
+    @Test func idleConnectionsDoNotHoldBackAHandshakingDevice() async throws {
+        let image = try await ServedImage.sample()
+        let testbed = try await Testbed.start(settings: [
+            "OTA_MODE": "serve", "OTA_MAX_HANDSHAKES": "1", "OTA_HANDSHAKE_TIMEOUT": "3",
+        ])
+        defer { testbed.stop() }
+        let agent = testbed.agent
+        let idle = try (0..<3).map { _ in try LoopbackSocket.connect(port: agent.port) }
+        defer { idle.forEach { close($0) } }
+
+        let run = try await DeviceSimulator.run(port: agent.port)
+
+        expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
+        // Had the idle connections held the single slot, the device would have waited for
+        // their deadlines to pass one after the other, and their ends would be logged first.
+        let ends = agent.log("session-end")
+        #expect(ends.map { $0["outcome"] } == ["updated"], "\(agent.transcript)")
+        _ = await agent.waitForLog("session-end", number: 4)
+        let idleEnds = agent.log("session-end").dropFirst()
+        #expect(idleEnds.count == 3 && idleEnds.allSatisfy {
+            $0["phase"] == "handshake" && $0["reason"] == "handshake: deadline passed"
+        }, "\(agent.transcript)")
+    }
+
+    /// Devices beyond the handshake bound wait in arrival order, and the time they spend
+    /// waiting is not charged to their own handshake deadline.
+    @Test func handshakesBeyondTheBoundWaitTheirTurnWithoutLosingTheirDeadline() async throws {
+        let image = try await ServedImage.sample()
+        let testbed = try await Testbed.start(settings: [
+            "OTA_MODE": "serve", "OTA_MAX_HANDSHAKES": "1", "OTA_HANDSHAKE_TIMEOUT": "1",
+            "OTA_LOG_LEVEL": "debug",
+        ])
+        defer { testbed.stop() }
+        let agent = testbed.agent
+        // Three clients that start a ClientHello (a record header and the first bytes) and
+        // stall: each holds the single slot in turn until its handshake deadline.
+        let partialHello: [UInt8] = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03]
+        var stalled: [Int32] = []
+        defer { stalled.forEach { close($0) } }
+        for number in 1...3 {
+            let descriptor = try LoopbackSocket.connect(port: agent.port)
+            stalled.append(descriptor)
+            #expect(write(descriptor, partialHello, partialHello.count) == partialHello.count)
+            _ = await agent.waitForLog("connected", number: number)
+        }
+        try await Task.sleep(for: .milliseconds(200))
+
+        let started = ContinuousClock.now
+        let run = try await DeviceSimulator.run(port: agent.port)
+        let waited = ContinuousClock.now - started
+
+        // Queued behind three 1 s handshakes, the device waited well over its own 1 s deadline
+        // and was still updated; without the bound it would have been done first.
+        expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
+        let ends = agent.log("session-end")
+        #expect(ends.map { $0["phase"] } == ["handshake", "handshake", "handshake", "done"],
+                "\(agent.transcript)")
+        #expect(waited > .seconds(1.5), "the device did not wait for the stalled handshakes: \(waited)")
+        #expect(ends.prefix(3).allSatisfy { $0["reason"] == "handshake: deadline passed" },
+                "\(agent.transcript)")
+    }
 }

@@ -57,6 +57,7 @@ private let badValues: [BadValue] = [
     BadValue(flag: "--transfer-timeout", variable: "OTA_TRANSFER_TIMEOUT", value: "99999999999"),
     BadValue(flag: "--mode", variable: "OTA_MODE", value: "sometimes"),
     BadValue(flag: "--max-concurrent", variable: "OTA_MAX_CONCURRENT", value: "0"),
+    BadValue(flag: "--max-handshakes", variable: "OTA_MAX_HANDSHAKES", value: "0"),
     BadValue(flag: "--deadline-scale", variable: "OTA_DEADLINE_SCALE", value: "0"),
     BadValue(flag: "--deadline-scale", variable: "OTA_DEADLINE_SCALE", value: "1001"),
     BadValue(flag: "--deadline-scale", variable: "OTA_DEADLINE_SCALE", value: "double"),
@@ -82,6 +83,7 @@ struct ConfigurationParserTests {
         #expect(parsed.mode == .once)
         #expect(parsed.timeout == nil)
         #expect(parsed.maxConcurrent == 64)
+        #expect(parsed.maxHandshakes == 8 * ProcessInfo.processInfo.activeProcessorCount)
         #expect(parsed.gracePeriod == .seconds(60))
         #expect(parsed.deadlines == Deadlines())
         #expect(parsed.logLevel == .info)
@@ -246,13 +248,15 @@ struct ConfigurationParserTests {
         #expect(try configuration([], environment: environment).deadlines == defaults.scaled(by: 2))
     }
 
-    @Test("the other settings: bind address, max concurrent, grace period, CA path, log level")
+    @Test("the other settings: bind address, bounds, grace period, CA path, log level")
     func otherSettings() throws {
-        let parsed = try configuration(["--bind", "::1", "--max-concurrent", "3", "--grace-period", "0.5",
+        let parsed = try configuration(["--bind", "::1", "--max-concurrent", "3", "--max-handshakes", "2",
+                                        "--grace-period", "0.5",
                                         "--dice-auth-ca", "/etc/ota/ca.pem", "--log-level", "WARN",
                                         "--timeout", "30"])
         #expect(parsed.bindAddress == "::1")
         #expect(parsed.maxConcurrent == 3)
+        #expect(parsed.maxHandshakes == 2)
         #expect(parsed.gracePeriod == .milliseconds(500))
         #expect(parsed.diceAuth.caPath == "/etc/ota/ca.pem")
         #expect(parsed.logLevel == .warning)

@@ -241,6 +241,13 @@ typedef struct ota_conn ota_conn;
  */
 ota_conn *ota_conn_new(const ota_server_config *config, int fd, const ota_cancel *cancel);
 
+/*
+ * Waits, within `timeout_ms`, until the device has sent its first bytes (its ClientHello) or
+ * closed. Costs nothing but a poll: a server can leave idle connections here and admit only
+ * devices that are really handshaking to the CPU-heavy part. The handshake then reads them.
+ */
+int ota_conn_wait_hello(ota_conn *conn, int timeout_ms);
+
 /* The TLS handshake, within `timeout_ms`. */
 int ota_conn_handshake(ota_conn *conn, int timeout_ms);
 

@@ -134,20 +134,44 @@ enum LoopbackSocket {
 
     /// The errno of a TCP connect to 127.0.0.1:`port` (0 when it connected).
     static func connectError(port: UInt16) -> Int32 {
+        switch connected(port: port) {
+        case .success(let descriptor):
+            close(descriptor)
+            return 0
+        case .failure(let error):
+            return error.code
+        }
+    }
+
+    /// A TCP connection to 127.0.0.1:`port`, left open for the caller to close.
+    static func connect(port: UInt16) throws -> Int32 {
+        switch connected(port: port) {
+        case .success(let descriptor): return descriptor
+        case .failure(let error): throw HarnessError("connect to 127.0.0.1:\(port): errno \(error.code)")
+        }
+    }
+
+    struct ConnectError: Error { let code: Int32 }
+
+    private static func connected(port: UInt16) -> Result<Int32, ConnectError> {
         DescriptorCreation.serialized {
             let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard descriptor >= 0 else { return errno }
-            defer { close(descriptor) }
+            guard descriptor >= 0 else { return .failure(ConnectError(code: errno)) }
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
             address.sin_port = port.bigEndian
-            let connected = withUnsafePointer(to: &address) {
+            let status = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
                 }
             }
-            return connected == 0 ? 0 : errno
+            guard status == 0 else {
+                let code = errno
+                close(descriptor)
+                return .failure(ConnectError(code: code))
+            }
+            return .success(descriptor)
         }
     }
 

@@ -2,11 +2,11 @@ import Foundation
 import Testing
 @testable import OTAAgent
 
-@Suite("DiceAuthGate")
-struct DiceAuthGateTests {
+@Suite("FairGate")
+struct FairGateTests {
     @Test("slots are handed out in arrival order, no more than the limit at once")
     func arrivalOrderWithinLimit() async throws {
-        let gate = DiceAuthGate(limit: 1)
+        let gate = FairGate(limit: 1)
         #expect(gate.acquire(until: .now + .seconds(1)))
         let order = OrderLog()
         let waiters = (0..<5).map { index in
@@ -30,7 +30,7 @@ struct DiceAuthGateTests {
 
     @Test("a waiter whose deadline passes leaves the queue and the next one is served")
     func deadlinePassesInQueue() {
-        let gate = DiceAuthGate(limit: 1)
+        let gate = FairGate(limit: 1)
         #expect(gate.acquire(until: .now + .seconds(1)))
         let start = ContinuousClock.now
         #expect(!gate.acquire(until: .now + .milliseconds(100)))
@@ -41,7 +41,7 @@ struct DiceAuthGateTests {
 
     @Test("interrupt wakes every waiter with a refusal")
     func interruptWakesWaiters() async throws {
-        let gate = DiceAuthGate(limit: 1)
+        let gate = FairGate(limit: 1)
         #expect(gate.acquire(until: .now + .seconds(1)))
         let order = OrderLog()
         Thread { order.append(gate.acquire(until: .now + .seconds(30)) ? 1 : 0) }.start()
@@ -60,7 +60,7 @@ final class OrderLog: @unchecked Sendable {
     func append(_ value: Int) { lock.withLock { recorded.append(value) } }
     var values: [Int] { lock.withLock { recorded } }
 
-    func waiting(_ gate: DiceAuthGate) -> Int { gate.waitingCount }
+    func waiting(_ gate: FairGate) -> Int { gate.waitingCount }
 
     func waitForCount(_ count: Int) async throws {
         let deadline = ContinuousClock.now + .seconds(10)
