@@ -96,7 +96,7 @@ public final class Agent: @unchecked Sendable {
             LogField("server_cert", server.subject),
             LogField("server_fp", server.shortFingerprint),
         ])
-        if !server.namesOTAAgent {
+        if !credentials.certificateNamesOTAAgent {
             logger.warning("server-certificate", [LogField("reason",
                 "certificate names neither CN nor DNS ota-agent; field devices will refuse it")])
         }

@@ -6,30 +6,24 @@ public struct CertificateIdentity: Sendable, Equatable {
     public let subject: String
     /// SHA-256 of the DER bytes, lower-case hex.
     public let fingerprint: String
+    /// Validity, seconds since the epoch (0 when unparsed).
     public let notBefore: Int64
     public let notAfter: Int64
-    /// The CN or a DNS name is "ota-agent", as the field devices check.
-    public let namesOTAAgent: Bool
 
     init(_ info: ota_cert_info) {
         var copy = info
-        subject = withUnsafeBytes(of: &copy.subject) { bytes in
-            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-        }
+        subject = withUnsafeBytes(of: &copy.subject) { text(ofCString: $0) }
         fingerprint = hex(withUnsafeBytes(of: copy.sha256) { Array($0) })
         notBefore = info.not_before
         notAfter = info.not_after
-        namesOTAAgent = info.has_ota_agent_name != 0
     }
 
-    init(unparsedDER der: [UInt8]) {
-        var digest = [UInt8](repeating: 0, count: 32)
-        ota_sha256(der, der.count, &digest)
-        subject = "?"
-        fingerprint = hex(digest)
-        notBefore = 0
-        notAfter = 0
-        namesOTAAgent = false
+    init(_ identity: ota_cert_identity, parsed: Bool) {
+        var copy = identity
+        subject = parsed ? withUnsafeBytes(of: &copy.subject) { text(ofCString: $0) } : "?"
+        fingerprint = hex(withUnsafeBytes(of: copy.sha256) { Array($0) })
+        notBefore = identity.not_before
+        notAfter = identity.not_after
     }
 
     /// The first 12 hex digits of the fingerprint, for log lines.
@@ -38,12 +32,12 @@ public struct CertificateIdentity: Sendable, Equatable {
 
 /// Conversions of attestation certificates, all in the C core (Swift has no crypto here).
 public enum AttestationCertificate {
-    /// The identity of a DER certificate; unparseable bytes still get their fingerprint.
+    /// The identity of a DER certificate, from its structure alone (cheap: see
+    /// `ota_cert_identify`); unparseable bytes still get their fingerprint, subject "?".
     public static func identity(ofDER der: [UInt8]) -> CertificateIdentity {
-        var info = ota_cert_info()
-        let status = ota_cert_inspect(der, der.count, &info, nil, 0)
-        return status == OTA_OK.rawValue ? CertificateIdentity(info)
-            : CertificateIdentity(unparsedDER: der)
+        var identity = ota_cert_identity()
+        let status = ota_cert_identify(der, der.count, &identity)
+        return CertificateIdentity(identity, parsed: status == OTA_OK.rawValue)
     }
 
     /// The standard PEM form Dice-Auth expects.
@@ -53,4 +47,9 @@ public enum AttestationCertificate {
         ota_der_to_pem(der, der.count, &buffer, buffer.count, &length)
         return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
+}
+
+/// A fixed C character array up to its NUL, decoded as UTF-8 (invalid bytes repaired).
+private func text(ofCString bytes: UnsafeRawBufferPointer) -> String {
+    String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
 }

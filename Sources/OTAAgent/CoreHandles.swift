@@ -48,10 +48,15 @@ final class ServerCredentials: @unchecked Sendable {
 
     deinit { ota_server_config_free(raw) }
 
-    var certificate: CertificateIdentity {
+    var certificate: CertificateIdentity { CertificateIdentity(certificateInfo) }
+
+    /// The certificate's CN or a DNS name is "ota-agent", as the field devices check.
+    var certificateNamesOTAAgent: Bool { certificateInfo.has_ota_agent_name != 0 }
+
+    private var certificateInfo: ota_cert_info {
         var info = ota_cert_info()
         ota_server_config_certificate(raw, &info)
-        return CertificateIdentity(info)
+        return info
     }
 }
 
@@ -252,7 +257,15 @@ final class DeviceConnection {
 func statusName(_ status: Int32) -> String { String(cString: ota_status_name(status)) }
 
 func hex(_ bytes: some Sequence<UInt8>) -> String {
-    bytes.map { String(format: "%02x", $0) }.joined()
+    // By hand: String(format:) per byte cost more than a session's certificate parse.
+    let digits = Array("0123456789abcdef".utf8)
+    var text: [UInt8] = []
+    text.reserveCapacity(64)
+    for byte in bytes {
+        text.append(digits[Int(byte >> 4)])
+        text.append(digits[Int(byte & 0x0f)])
+    }
+    return String(decoding: text, as: UTF8.self)
 }
 
 /// The C core's status codes, as plain integers for comparisons.

@@ -38,19 +38,37 @@ public struct VerificationReport: Sendable {
 /// of the agent's own, never from Swift's cooperative pool. It fails closed: only HTTP 200 is
 /// `.verified`. Transport errors, time-outs, 429 and 5xx are retried per the policy; other
 /// statuses are final. Redirects are not followed.
-public final class DiceAuthClient: Sendable {
+public final class DiceAuthClient: @unchecked Sendable {
     /// The most of an answer's body read; a longer answer is malformed.
     static let maxAnswerBytes = 64 * 1024
 
     private let url: String
     private let settings: DiceAuthSettings
     let gate: FairGate
+    /// curl handles between requests: at most one per gate slot. Reusing one keeps curl's
+    /// per-handle set-up (its internal multi handle and wake-up socket pair) across requests;
+    /// connections are still never reused (see `configure`).
+    private let handlesLock = NSLock()
+    private var idleHandles: [UnsafeMutableRawPointer] = []
 
     public init(url: String, settings: DiceAuthSettings) {
         DiceAuthClient.initializeCurl
         self.url = url
         self.settings = settings
         self.gate = FairGate(limit: settings.concurrency)
+    }
+
+    deinit {
+        idleHandles.forEach { curl_easy_cleanup($0) }
+    }
+
+    private func takeHandle() -> UnsafeMutableRawPointer? {
+        handlesLock.withLock { idleHandles.popLast() } ?? curl_easy_init()
+    }
+
+    private func returnHandle(_ handle: UnsafeMutableRawPointer) {
+        curl_easy_reset(handle)
+        handlesLock.withLock { idleHandles.append(handle) }
     }
 
     /// curl_global_init is not thread-safe: run it once, before any thread uses curl.
@@ -124,10 +142,10 @@ public final class DiceAuthClient: Sendable {
         guard timeout > .zero else {
             return Attempt(verdict: .unavailable(reason: "decision deadline passed"), retryable: false)
         }
-        guard let handle = curl_easy_init() else {
+        guard let handle = takeHandle() else {
             return Attempt(verdict: .unavailable(reason: "curl_easy_init failed"), retryable: false)
         }
-        defer { curl_easy_cleanup(handle) }
+        defer { returnHandle(handle) }
 
         let exchange = Exchange(cancel: cancel)
         var headers: UnsafeMutablePointer<curl_slist>? = curl_slist_append(nil, "Content-Type: text/plain")
@@ -156,6 +174,9 @@ public final class DiceAuthClient: Sendable {
         ota_curl_set_long(handle, CURLOPT_POSTFIELDSIZE, body.count)
         ota_curl_set_pointer(handle, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
         ota_curl_set_long(handle, CURLOPT_NOSIGNAL, 1)
+        // One connection per request, as before handles were reused: Dice-Auth as deployed
+        // serves one connection at a time, and an idle one kept open here would block others.
+        ota_curl_set_long(handle, CURLOPT_FORBID_REUSE, 1)
         ota_curl_set_long(handle, CURLOPT_FOLLOWLOCATION, 0)
         ota_curl_set_string(handle, CURLOPT_PROTOCOLS_STR, "http,https")
         ota_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT_MS,

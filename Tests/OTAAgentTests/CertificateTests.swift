@@ -24,7 +24,6 @@ struct AttestationCertificateTests {
         #expect(identity.fingerprint.wholeMatch(of: /[0-9a-f]{64}/) != nil)
         #expect(identity.shortFingerprint == String(identity.fingerprint.prefix(12)))
         #expect(identity.notBefore < identity.notAfter)
-        #expect(!identity.namesOTAAgent)
     }
 
     @Test("identity(ofDER:) of garbage: subject \"?\" and the bytes' SHA-256 as a 64-hex fingerprint",
@@ -38,7 +37,6 @@ struct AttestationCertificateTests {
         #expect(identity.fingerprint == fingerprint)
         #expect(identity.fingerprint.count == 64)
         #expect(identity.notBefore == 0 && identity.notAfter == 0)
-        #expect(!identity.namesOTAAgent)
     }
 
     @Test("identity(ofDER:) of a truncated certificate is unparsed, fingerprinted all the same")

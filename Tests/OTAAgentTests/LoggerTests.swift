@@ -119,6 +119,10 @@ struct LoggerTests {
               ("a \\ b", "\"a \\\\ b\""),
               ("", "\"\""),
               ("::ffff:10.0.0.1", "::ffff:10.0.0.1"),
+              ("bell\u{7}", "\"bell\\u{7}\""),
+              ("c1\u{85}x", "\"c1\\u{85}x\""),
+              ("del\u{7f}", "\"del\\u{7f}\""),
+              ("é€😀", "é€😀"),
           ])
     func quoting(value: String, written: String) throws {
         let captured = CapturedLines()

@@ -123,6 +123,23 @@ typedef struct ota_cert_info {
 int ota_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info, char *detail,
                      size_t detail_size);
 
+/* Who a certificate names, read from its DER alone (no TLS library involved). */
+typedef struct ota_cert_identity {
+    char subject[256];  /* as in ota_cert_info; cut short (still NUL-terminated) if longer */
+    uint8_t sha256[32]; /* SHA-256 of the DER encoding: the certificate's fingerprint */
+    int64_t not_before; /* validity, seconds since the epoch (UTC) */
+    int64_t not_after;
+} ota_cert_identity;
+
+/*
+ * The subject, validity and fingerprint of one DER certificate, found by walking its
+ * structure: far cheaper than ota_cert_inspect (no key is decoded) and the same text on both
+ * backends. Checks only the structure it walks; says nothing about signatures or extensions.
+ * Returns OTA_ERR_PROTOCOL when the bytes are not one whole certificate; the fingerprint of
+ * the bytes is filled in all the same (the other fields are then empty). Thread-safe.
+ */
+int ota_cert_identify(const uint8_t *der, size_t length, ota_cert_identity *identity);
+
 /* SHA-256 of a buffer. */
 int ota_sha256(const void *data, size_t length, uint8_t digest[32]);
 
