@@ -74,7 +74,8 @@ let package = Package(
             name: "DiceAuthVerifier",
             path: "CSources/DiceAuthVerifier",
             cSettings: [.define("_GNU_SOURCE")],
-            linkerSettings: [.linkedLibrary("crypto")]
+            // libssl for serving https (and asking for client certificates) in tests.
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
 
         .testTarget(name: "OTACoreTests", dependencies: ["OTACore"]),

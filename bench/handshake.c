@@ -35,6 +35,9 @@
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/x509_crt.h>
 
+/* The agent's suites and groups in its order, by path so that scripts/bench's cc needs no -I. */
+#include "../CSources/OTACore/tls_policy.h"
+
 #if defined(BENCH_SERVER_OPENSSL) == defined(BENCH_SERVER_MBEDTLS)
 #error "define exactly one of BENCH_SERVER_OPENSSL and BENCH_SERVER_MBEDTLS"
 #endif
@@ -121,9 +124,33 @@ static void *client_thread(void *argument)
 
 #ifdef BENCH_SERVER_OPENSSL
 
+/* The policy's TLS 1.2 suites (or, with `groups`, its groups) as an OpenSSL ':' list. */
+static void policy_list(bool groups, char *list, size_t size)
+{
+    size_t used = 0;
+    size_t count = groups ? OTA_TLS_POLICY_GROUP_COUNT : OTA_TLS_POLICY_SUITE_COUNT;
+    list[0] = '\0';
+    for (size_t index = 0; index < count && used < size; index++) {
+        const char *name = groups ? ota_tls_policy_groups[index].openssl_name
+                                  : ota_tls_policy_suites[index].openssl_name;
+        if (!groups && ota_tls_policy_suites[index].version != OTA_TLS_POLICY_VERSION_1_2) {
+            continue;
+        }
+        int wrote = snprintf(list + used, size - used, "%s%s", used > 0 ? ":" : "", name);
+        if (wrote < 0) {
+            break;
+        }
+        used += (size_t)wrote;
+    }
+}
+
 /* The agent's OpenSSL server settings (tls_openssl.c), for the handshake's sake. */
 static void *make_server(const char *certificate_path, const char *key_path)
 {
+    char suites[512];
+    char groups[128];
+    policy_list(false, suites, sizeof(suites));
+    policy_list(true, groups, sizeof(groups));
     SSL_CTX *context = SSL_CTX_new(TLS_server_method());
     if (context == NULL) {
         return NULL;
@@ -134,12 +161,8 @@ static void *make_server(const char *certificate_path, const char *key_path)
                                      SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_ENABLE_KTLS);
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(context, 0);
-    bool ok = SSL_CTX_set_cipher_list(context,
-                                      "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                                      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                                      "ECDHE-ECDSA-CHACHA20-POLY1305:"
-                                      "ECDHE-RSA-CHACHA20-POLY1305") == 1 &&
-              SSL_CTX_set1_groups_list(context, "X25519:P-256:P-384") == 1 &&
+    bool ok = SSL_CTX_set_cipher_list(context, suites) == 1 &&
+              SSL_CTX_set1_groups_list(context, groups) == 1 &&
               SSL_CTX_use_certificate_chain_file(context, certificate_path) == 1 &&
               SSL_CTX_use_PrivateKey_file(context, key_path, SSL_FILETYPE_PEM) == 1 &&
               SSL_CTX_check_private_key(context) == 1;
@@ -161,22 +184,29 @@ static bool serve_one(void *server, int fd)
 
 #else /* BENCH_SERVER_MBEDTLS */
 
-static const int server_suites[] = {
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    0,
-};
+/* Filled from the policy table in make_server; the config keeps pointers to them. */
+static int server_suites[OTA_TLS_POLICY_SUITE_COUNT + 1];
+static mbedtls_ecp_group_id server_curves[OTA_TLS_POLICY_GROUP_COUNT + 1];
 
-static const mbedtls_ecp_group_id server_curves[] = {
-    MBEDTLS_ECP_DP_CURVE25519,
-    MBEDTLS_ECP_DP_SECP256R1,
-    MBEDTLS_ECP_DP_SECP384R1,
-    MBEDTLS_ECP_DP_NONE,
-};
+static void policy_lists(void)
+{
+    size_t count = 0;
+    for (size_t index = 0; index < OTA_TLS_POLICY_SUITE_COUNT; index++) {
+        if (ota_tls_policy_suites[index].version == OTA_TLS_POLICY_VERSION_1_2) {
+            server_suites[count++] = ota_tls_policy_suites[index].id;
+        }
+    }
+    server_suites[count] = 0;
+    count = 0;
+    for (size_t index = 0; index < OTA_TLS_POLICY_GROUP_COUNT; index++) {
+        const mbedtls_ecp_curve_info *curve =
+            mbedtls_ecp_curve_info_from_tls_id(ota_tls_policy_groups[index].id);
+        if (curve != NULL) {
+            server_curves[count++] = curve->grp_id;
+        }
+    }
+    server_curves[count] = MBEDTLS_ECP_DP_NONE;
+}
 
 static struct mbedtls_side server_side;
 
@@ -184,6 +214,7 @@ static struct mbedtls_side server_side;
 static void *make_server(const char *certificate_path, const char *key_path)
 {
     struct mbedtls_side *side = &server_side;
+    policy_lists();
     if (!seed(side, "bench handshake server") ||
         mbedtls_x509_crt_parse_file(&side->certificate, certificate_path) != 0 ||
         mbedtls_pk_parse_keyfile(&side->key, key_path, NULL) != 0 ||

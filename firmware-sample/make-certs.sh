@@ -136,4 +136,7 @@ device rogue-device rogue-root "/CN=esp32-device-rogue/O=$fleet"
 
 cp "$out_dir/dice-root.crt" "$out_dir/roots/dice-root.crt"
 
+# The https Dice-Auth test set lives in certs/dice-auth/, which the rm above removed.
+bash "$script_dir/make-dice-auth-certs.sh"
+
 echo "wrote $(find "$out_dir" -type f | wc -l) files to $out_dir"

@@ -69,7 +69,7 @@ static void separate_early_body(struct http_request *request)
     request->head[request->head_length] = '\0';
 }
 
-static enum http_read_outcome read_head(int fd, struct http_request *request,
+static enum http_read_outcome read_head(struct channel *channel, struct http_request *request,
                                         const struct timespec *deadline)
 {
     for (;;) {
@@ -79,7 +79,8 @@ static enum http_read_outcome read_head(int fd, struct http_request *request,
         }
         size_t received = 0;
         enum io_result result =
-            io_receive(fd, request->head + request->head_received, room, deadline, &received);
+            channel_receive(channel, request->head + request->head_received, room, deadline,
+                            &received);
         if (result != IO_DONE) {
             return abandon(request, result);
         }
@@ -255,7 +256,7 @@ static enum http_read_outcome check_framing(struct http_request *request)
     return HTTP_REQUEST_COMPLETE;
 }
 
-static enum http_read_outcome read_body(int fd, struct http_request *request,
+static enum http_read_outcome read_body(struct channel *channel, struct http_request *request,
                                         const struct timespec *deadline)
 {
     if (request->body_length > request->content_length) {
@@ -264,7 +265,8 @@ static enum http_read_outcome read_body(int fd, struct http_request *request,
     if (request->expects_continue && request->body_length < request->content_length) {
         static const char interim[] = "HTTP/1.1 100 Continue\r\n\r\n";
         struct timespec write_deadline = io_deadline_after(WRITE_TIMEOUT_MILLISECONDS);
-        enum io_result sent = io_send_all(fd, interim, sizeof interim - 1, &write_deadline);
+        enum io_result sent =
+            channel_send_all(channel, interim, sizeof interim - 1, &write_deadline);
         if (sent != IO_DONE) {
             return abandon(request, sent);
         }
@@ -272,7 +274,7 @@ static enum http_read_outcome read_body(int fd, struct http_request *request,
     while (request->body_length < request->content_length) {
         size_t received = 0;
         enum io_result result =
-            io_receive(fd, request->body + request->body_length,
+            channel_receive(channel, request->body + request->body_length,
                        request->content_length - request->body_length, deadline, &received);
         if (result != IO_DONE) {
             return abandon(request, result);
@@ -282,7 +284,7 @@ static enum http_read_outcome read_body(int fd, struct http_request *request,
     return HTTP_REQUEST_COMPLETE;
 }
 
-enum http_read_outcome http_read_request(int fd, struct http_request *request,
+enum http_read_outcome http_read_request(struct channel *channel, struct http_request *request,
                                          const struct timespec *read_deadline)
 {
     // Only the scalar fields: clearing the 80 KiB of buffers for every request would be waste.
@@ -298,7 +300,7 @@ enum http_read_outcome http_read_request(int fd, struct http_request *request,
     request->rejection_status = 0;
     request->problem = NULL;
 
-    enum http_read_outcome outcome = read_head(fd, request, read_deadline);
+    enum http_read_outcome outcome = read_head(channel, request, read_deadline);
     if (outcome == HTTP_REQUEST_COMPLETE) {
         outcome = parse_head(request);
     }
@@ -306,7 +308,7 @@ enum http_read_outcome http_read_request(int fd, struct http_request *request,
         outcome = check_framing(request);
     }
     if (outcome == HTTP_REQUEST_COMPLETE) {
-        outcome = read_body(fd, request, read_deadline);
+        outcome = read_body(channel, request, read_deadline);
     }
     return outcome;
 }
@@ -350,27 +352,51 @@ const char *http_reason_phrase(int status)
     return "Unknown";
 }
 
-bool http_send_response(int fd, int status, const char *extra_headers, const char *body)
+bool http_send(struct channel *channel, const struct http_response *response)
 {
+    const char *body = response->body;
+    size_t body_length = response->body_length;
     // These statuses cannot carry content (RFC 9110, sections 15.3.5 and 15.4.5).
-    if (status == 204 || status == 304) {
-        body = "";
+    if (response->status == 204 || response->status == 304) {
+        body_length = 0;
     }
-    // One buffer, one send: a separate small send for the body could sit behind Nagle's
-    // algorithm waiting for a delayed acknowledgement.
+    size_t announced = body_length > 0 ? response->announced_length : 0;
+    // One buffer, one send when it fits: a separate small send for the body could sit behind
+    // Nagle's algorithm waiting for a delayed acknowledgement.
     char message[4096];
-    size_t body_length = strlen(body);
     int written = snprintf(message, sizeof message,
                            "HTTP/1.1 %d %s\r\n"
                            "Content-Type: text/plain\r\n"
                            "Content-Length: %zu\r\n"
                            "Connection: close\r\n"
-                           "%s\r\n"
-                           "%s",
-                           status, http_reason_phrase(status), body_length, extra_headers, body);
+                           "%s\r\n",
+                           response->status, http_reason_phrase(response->status), announced,
+                           response->extra_headers);
     if (written < 0 || (size_t)written >= sizeof message) {
         return false;
     }
+    size_t head_length = (size_t)written;
+    size_t inline_length = body_length <= sizeof message - head_length ? body_length : 0;
+    if (inline_length > 0) {
+        memcpy(message + head_length, body, inline_length);
+    }
     struct timespec write_deadline = io_deadline_after(WRITE_TIMEOUT_MILLISECONDS);
-    return io_send_all(fd, message, (size_t)written, &write_deadline) == IO_DONE;
+    if (channel_send_all(channel, message, head_length + inline_length, &write_deadline) !=
+        IO_DONE) {
+        return false;
+    }
+    if (inline_length == body_length) {
+        return true;
+    }
+    return channel_send_all(channel, body, body_length, &write_deadline) == IO_DONE;
+}
+
+bool http_send_response(struct channel *channel, int status, const char *extra_headers,
+                        const char *body)
+{
+    size_t length = strlen(body);
+    struct http_response response = {.status = status, .extra_headers = extra_headers,
+                                     .body = body, .body_length = length,
+                                     .announced_length = length};
+    return http_send(channel, &response);
 }

@@ -2,6 +2,8 @@
 #ifndef DICE_AUTH_VERIFIER_HTTP_H
 #define DICE_AUTH_VERIFIER_HTTP_H
 
+#include "channel.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
@@ -37,12 +39,24 @@ struct http_request {
 
 // Reads one request: head, then for a well-formed POST its body, answering "100 Continue" first
 // when the client asked for it. Everything must arrive before read_deadline.
-enum http_read_outcome http_read_request(int fd, struct http_request *request,
+enum http_read_outcome http_read_request(struct channel *channel, struct http_request *request,
                                          const struct timespec *read_deadline);
 
-// Sends a complete answer: status line, Content-Type text/plain, Content-Length,
+// An answer: status line, Content-Type text/plain, Content-Length: announced_length,
 // Connection: close, extra_headers (each line ending in CRLF; may be empty), blank line, body.
-bool http_send_response(int fd, int status, const char *extra_headers, const char *body);
+struct http_response {
+    int status;
+    const char *extra_headers;
+    const void *body; // any bytes, NUL included
+    size_t body_length;
+    size_t announced_length; // above body_length, the answer ends short of what it announced
+};
+
+bool http_send(struct channel *channel, const struct http_response *response);
+
+// Sends a complete answer with a text body.
+bool http_send_response(struct channel *channel, int status, const char *extra_headers,
+                        const char *body);
 
 const char *http_reason_phrase(int status);
 

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char usage_text[] =
     "usage: dice-auth-verifier --roots DIR [options]\n"
@@ -25,10 +26,26 @@ static const char usage_text[] =
     "  --delay-ms MS        wait this long before answering each request\n"
     "  --hang               read the request, then never answer (until the client closes)\n"
     "  --max-requests N     exit 0 after answering N requests (default: until SIGINT/SIGTERM)\n"
+    "  --sequence LIST      answer the first complete POSTs as listed (comma-separated), then\n"
+    "                       as usual; not with --fail-first or --hang. Items:\n"
+    "                         verify      verify for real\n"
+    "                         CODE        that status (with --retry-after's header if given)\n"
+    "                         hang        never answer (until the client closes)\n"
+    "                         slow=MS     verify for real, answering MS milliseconds late\n"
+    "                         huge=BYTES  200 with a body of BYTES bytes (up to 64 MiB)\n"
+    "                         odd         200 with a body of control and non-ASCII bytes\n"
+    "                         truncated   200 announcing a body, sending half of it, closing\n"
+    "                         redirect    302 with Location: --redirect-to\n"
+    "  --redirect-to URL    the Location of 'redirect' answers\n"
+    "  --tls-cert PEM       serve https with this certificate (chain allowed) ...\n"
+    "  --tls-key PEM        ... and this key (both or neither)\n"
+    "  --tls-client-ca PEM  require a client certificate chaining to a CA in this file\n"
     "  --help               show this text\n"
     "\n"
     "stdout: one line 'listening ADDR:PORT' once the socket listens.\n"
-    "stderr: one line per request: request=N method=M status=S reason=\"...\" subject=\"...\"\n";
+    "stderr: one line per request: request=N method=M status=S reason=\"...\" subject=\"...\"\n"
+    "        (and client=\"...\" under --tls-client-ca); a failed TLS handshake is a line\n"
+    "        'connection: TLS handshake failed: ...'.\n";
 
 enum option_code {
     OPTION_ROOTS = 256,
@@ -41,6 +58,11 @@ enum option_code {
     OPTION_DELAY_MS,
     OPTION_HANG,
     OPTION_MAX_REQUESTS,
+    OPTION_SEQUENCE,
+    OPTION_REDIRECT_TO,
+    OPTION_TLS_CERT,
+    OPTION_TLS_KEY,
+    OPTION_TLS_CLIENT_CA,
     OPTION_HELP,
 };
 
@@ -55,6 +77,11 @@ static const struct option long_options[] = {
     {"delay-ms", required_argument, NULL, OPTION_DELAY_MS},
     {"hang", no_argument, NULL, OPTION_HANG},
     {"max-requests", required_argument, NULL, OPTION_MAX_REQUESTS},
+    {"sequence", required_argument, NULL, OPTION_SEQUENCE},
+    {"redirect-to", required_argument, NULL, OPTION_REDIRECT_TO},
+    {"tls-cert", required_argument, NULL, OPTION_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPTION_TLS_KEY},
+    {"tls-client-ca", required_argument, NULL, OPTION_TLS_CLIENT_CA},
     {"help", no_argument, NULL, OPTION_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -86,6 +113,69 @@ static bool parse_status(const char *option_name, const char *text, int *status)
     return true;
 }
 
+// One item of --sequence: a word, optionally "=NUMBER", or a status code.
+static bool parse_sequence_item(const char *item, struct scripted_answer *answer)
+{
+    static const struct {
+        const char *word;
+        enum scripted_kind kind;
+        long maximum; // 0: the word takes no number
+    } words[] = {
+        {"verify", SCRIPTED_VERIFY, 0},   {"hang", SCRIPTED_HANG, 0},
+        {"slow", SCRIPTED_SLOW, 3600000L}, {"huge", SCRIPTED_HUGE, 64L * 1024 * 1024},
+        {"odd", SCRIPTED_ODD, 0},         {"truncated", SCRIPTED_TRUNCATED, 0},
+        {"redirect", SCRIPTED_REDIRECT, 0},
+    };
+    const char *equals = strchr(item, '=');
+    size_t word_length = equals != NULL ? (size_t)(equals - item) : strlen(item);
+    for (size_t index = 0; index < sizeof words / sizeof words[0]; index++) {
+        if (strlen(words[index].word) != word_length ||
+            strncmp(item, words[index].word, word_length) != 0) {
+            continue;
+        }
+        answer->kind = words[index].kind;
+        answer->value = 0;
+        if ((equals != NULL) != (words[index].maximum > 0)) {
+            fprintf(stderr, "dice-auth-verifier: --sequence item '%s': %s\n", item,
+                    equals != NULL ? "takes no value" : "needs =NUMBER");
+            return false;
+        }
+        return equals == NULL ||
+               parse_number("sequence", equals + 1, 1, words[index].maximum, &answer->value);
+    }
+    int status = 0;
+    if (equals != NULL || !parse_status("sequence", item, &status)) {
+        return false;
+    }
+    *answer = (struct scripted_answer){.kind = SCRIPTED_STATUS, .value = status};
+    return true;
+}
+
+static bool parse_sequence(const char *text, struct verifier_options *options)
+{
+    char copy[1024];
+    if (strlen(text) >= sizeof copy || text[0] == '\0') {
+        fputs("dice-auth-verifier: --sequence wants a list of up to 1023 characters\n", stderr);
+        return false;
+    }
+    snprintf(copy, sizeof copy, "%s", text);
+    options->sequence_length = 0;
+    char *cursor = copy;
+    char *item = NULL;
+    while ((item = strsep(&cursor, ",")) != NULL) {
+        if (options->sequence_length == OPTIONS_SEQUENCE_CAPACITY) {
+            fprintf(stderr, "dice-auth-verifier: --sequence takes at most %d items\n",
+                    OPTIONS_SEQUENCE_CAPACITY);
+            return false;
+        }
+        if (!parse_sequence_item(item, &options->sequence[options->sequence_length])) {
+            return false;
+        }
+        options->sequence_length++;
+    }
+    return true;
+}
+
 static void set_defaults(struct verifier_options *options)
 {
     *options = (struct verifier_options){
@@ -99,6 +189,11 @@ static void set_defaults(struct verifier_options *options)
         .delay_milliseconds = 0,
         .hang = false,
         .max_requests = 0,
+        .sequence_length = 0,
+        .redirect_location = NULL,
+        .tls_certificate_path = NULL,
+        .tls_key_path = NULL,
+        .tls_client_ca_path = NULL,
     };
 }
 
@@ -134,9 +229,54 @@ static bool apply_option(int code, const char *value, struct verifier_options *o
         return true;
     case OPTION_MAX_REQUESTS:
         return parse_number("max-requests", value, 1, 1000000000L, &options->max_requests);
+    case OPTION_SEQUENCE:
+        return parse_sequence(value, options);
+    case OPTION_REDIRECT_TO:
+        options->redirect_location = value;
+        return true;
+    case OPTION_TLS_CERT:
+        options->tls_certificate_path = value;
+        return true;
+    case OPTION_TLS_KEY:
+        options->tls_key_path = value;
+        return true;
+    case OPTION_TLS_CLIENT_CA:
+        options->tls_client_ca_path = value;
+        return true;
     default:
         return false;
     }
+}
+
+static bool sequence_has(const struct verifier_options *options, enum scripted_kind kind)
+{
+    for (int index = 0; index < options->sequence_length; index++) {
+        if (options->sequence[index].kind == kind) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Options that make no sense together; NULL when there are none.
+static const char *find_conflict(const struct verifier_options *options)
+{
+    if (options->sequence_length > 0 && (options->fail_first_count > 0 || options->hang)) {
+        return "--sequence goes with neither --fail-first nor --hang";
+    }
+    if (sequence_has(options, SCRIPTED_REDIRECT) != (options->redirect_location != NULL)) {
+        return "--redirect-to and a 'redirect' item of --sequence go together";
+    }
+    if (options->redirect_location != NULL && strpbrk(options->redirect_location, "\r\n") != NULL) {
+        return "--redirect-to may not contain line breaks";
+    }
+    if ((options->tls_certificate_path == NULL) != (options->tls_key_path == NULL)) {
+        return "--tls-cert and --tls-key go together";
+    }
+    if (options->tls_client_ca_path != NULL && options->tls_certificate_path == NULL) {
+        return "--tls-client-ca needs --tls-cert and --tls-key";
+    }
+    return NULL;
 }
 
 enum options_outcome options_parse(int argc, char **argv, struct verifier_options *options)
@@ -159,6 +299,11 @@ enum options_outcome options_parse(int argc, char **argv, struct verifier_option
     }
     if (options->roots_directory == NULL) {
         fputs("dice-auth-verifier: --roots DIR is required; see --help\n", stderr);
+        return OPTIONS_INVALID;
+    }
+    const char *conflict = find_conflict(options);
+    if (conflict != NULL) {
+        fprintf(stderr, "dice-auth-verifier: %s; see --help\n", conflict);
         return OPTIONS_INVALID;
     }
     return OPTIONS_RUN;

@@ -3,8 +3,10 @@
  * layer over the backend so that callers never see which library does the work.
  */
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -13,9 +15,14 @@
 #include "ota_internal.h"
 #include "tls_backend.h"
 
+/* Every suite's OpenSSL name, ':' between them, with room to spare. */
+#define OTA_POLICY_TEXT_SIZE 512
+
 struct ota_server_config {
     struct ota_tls_credentials *credentials;
     ota_cert_info certificate;
+    int min_version;
+    char ciphers[OTA_POLICY_TEXT_SIZE]; /* the suites in effect, OpenSSL names */
 };
 
 struct ota_sha256_ctx {
@@ -60,6 +67,7 @@ ota_item_label(int item)
 /* Checks both files, then has the backend load them; `*item` names what failed. */
 static int
 ota_load_credentials(const char *certificate_path, const char *key_path,
+                     const struct ota_tls_policy *policy,
                      struct ota_tls_credentials **credentials, int *item, char *cause,
                      size_t cause_size)
 {
@@ -73,19 +81,196 @@ ota_load_credentials(const char *certificate_path, const char *key_path,
     if (status != OTA_OK) {
         return status;
     }
-    return ota_tls_credentials_load(certificate_path, key_path, credentials, item, cause,
-                                    cause_size);
+    return ota_tls_credentials_load(certificate_path, key_path, policy, credentials, item,
+                                    cause, cause_size);
 }
+
+/* ---- TLS policy ------------------------------------------------------------------------ */
+
+/* Suite names compare without regard to case, and '-' equals '_' (mbedTLS's dashed names). */
+static int
+ota_policy_name_equal(const char *given, size_t length, const char *name)
+{
+    if (strlen(name) != length) {
+        return 0;
+    }
+    for (size_t index = 0; index < length; index++) {
+        char left = given[index] == '-' ? '_' : given[index];
+        char right = name[index] == '-' ? '_' : name[index];
+        if (tolower((unsigned char)left) != tolower((unsigned char)right)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const struct ota_tls_suite *
+ota_policy_find(const char *name, size_t length)
+{
+    for (size_t index = 0; index < OTA_TLS_POLICY_SUITE_COUNT; index++) {
+        const struct ota_tls_suite *suite = &ota_tls_policy_suites[index];
+        if (ota_policy_name_equal(name, length, suite->openssl_name) ||
+            ota_policy_name_equal(name, length, suite->iana_name)) {
+            return suite;
+        }
+    }
+    return NULL;
+}
+
+/* Adds a suite the backend and the minimum version let negotiate, once. */
+static void
+ota_policy_add(struct ota_tls_policy *policy, const struct ota_tls_suite *suite)
+{
+    if (suite->version < policy->min_version || suite->version > ota_tls_backend_max_version()) {
+        return;
+    }
+    for (size_t index = 0; index < policy->count; index++) {
+        if (policy->suites[index] == suite) {
+            return;
+        }
+    }
+    policy->suites[policy->count++] = suite;
+}
+
+static int
+ota_policy_min_version(int min_version, struct ota_tls_policy *policy, char *detail,
+                       size_t detail_size)
+{
+    policy->min_version = min_version == 0 ? OTA_TLS_1_2 : (uint16_t)min_version;
+    if (min_version != 0 && min_version != OTA_TLS_1_2 && min_version != OTA_TLS_1_3) {
+        ota_detail_set(detail, detail_size, "tls min version: 0x%04x is not TLS 1.2 or 1.3",
+                       (unsigned int)min_version);
+        return OTA_ERR_USAGE;
+    }
+    if (policy->min_version > ota_tls_backend_max_version()) {
+        /* Debian's mbedTLS 2.28 has no TLS 1.3: "1.3 only" would refuse every client. */
+        ota_detail_set(detail, detail_size,
+                       "tls min version: TLS 1.3 is not available with the %s backend (%s), "
+                       "which speaks TLS 1.2 only", ota_tls_backend_name(),
+                       ota_tls_backend_version());
+        return OTA_ERR_CONFIG;
+    }
+    return OTA_OK;
+}
+
+/* Reads a list of suite names; each must be one of the policy's (stricter only). */
+static int
+ota_policy_ciphers(const char *ciphers, struct ota_tls_policy *policy, char *detail,
+                   size_t detail_size)
+{
+    const char *cursor = ciphers;
+    while (*cursor != '\0') {
+        size_t skip = strspn(cursor, ":, \t");
+        cursor += skip;
+        size_t length = strcspn(cursor, ":, \t");
+        if (length == 0) {
+            continue;
+        }
+
+        const struct ota_tls_suite *suite = ota_policy_find(cursor, length);
+        if (suite == NULL) {
+            ota_detail_set(detail, detail_size,
+                           "tls ciphers: '%.*s' is not allowed: only ECDHE suites with AES-GCM "
+                           "or ChaCha20-Poly1305 may be named (the list can only narrow the "
+                           "default)", (int)(length > 60 ? 60 : length), cursor);
+            return OTA_ERR_CONFIG;
+        }
+        ota_policy_add(policy, suite);
+        cursor += length;
+    }
+    return OTA_OK;
+}
+
+/* Whether a TLS 1.2 client (every field device) finds a suite. */
+static int
+ota_policy_has_tls12(const struct ota_tls_policy *policy)
+{
+    for (size_t index = 0; index < policy->count; index++) {
+        if (policy->suites[index]->version == OTA_TLS_1_2) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+ota_policy_parse(const char *ciphers, int min_version, struct ota_tls_policy *policy,
+                 char *detail, size_t detail_size)
+{
+    memset(policy, 0, sizeof(*policy));
+    int status = ota_policy_min_version(min_version, policy, detail, detail_size);
+    if (status != OTA_OK) {
+        return status;
+    }
+    if (ciphers == NULL || ciphers[0] == '\0') {
+        for (size_t index = 0; index < OTA_TLS_POLICY_SUITE_COUNT; index++) {
+            ota_policy_add(policy, &ota_tls_policy_suites[index]);
+        }
+        return OTA_OK;
+    }
+
+    status = ota_policy_ciphers(ciphers, policy, detail, detail_size);
+    if (status != OTA_OK) {
+        return status;
+    }
+    if (policy->count == 0) {
+        ota_detail_set(detail, detail_size,
+                       "tls ciphers: names no suite that TLS %s on the %s backend can use",
+                       policy->min_version == OTA_TLS_1_3 ? "1.3" : "1.2 or 1.3",
+                       ota_tls_backend_name());
+        return OTA_ERR_CONFIG;
+    }
+    if (policy->min_version == OTA_TLS_1_2 && !ota_policy_has_tls12(policy)) {
+        ota_detail_set(detail, detail_size,
+                       "tls ciphers: names no TLS 1.2 suite, so TLS 1.2 clients (every field "
+                       "device) could not connect; name one, or set the minimum version to 1.3");
+        return OTA_ERR_CONFIG;
+    }
+    return OTA_OK;
+}
+
+static void
+ota_policy_text(const struct ota_tls_policy *policy, char *text, size_t text_size)
+{
+    size_t used = 0;
+    text[0] = '\0';
+    for (size_t index = 0; index < policy->count && used < text_size; index++) {
+        int wrote = snprintf(text + used, text_size - used, "%s%s", index > 0 ? ":" : "",
+                             policy->suites[index]->openssl_name);
+        if (wrote < 0) {
+            break;
+        }
+        used += (size_t)wrote;
+    }
+}
+
+/* ---- server configuration -------------------------------------------------------------- */
 
 ota_server_config *
 ota_server_config_new(const char *certificate_path, const char *key_path, int *status,
                       char *detail, size_t detail_size)
+{
+    return ota_server_config_new_with_policy(certificate_path, key_path, NULL, 0, status,
+                                             detail, detail_size);
+}
+
+ota_server_config *
+ota_server_config_new_with_policy(const char *certificate_path, const char *key_path,
+                                  const char *ciphers, int min_version, int *status,
+                                  char *detail, size_t detail_size)
 {
     int ignored_status;
     status = status != NULL ? status : &ignored_status;
     if (certificate_path == NULL || key_path == NULL) {
         *status = OTA_ERR_USAGE;
         ota_detail_set(detail, detail_size, "certificate and key paths are required");
+        return NULL;
+    }
+
+    /* The policy first: it costs nothing and its mistakes are the easiest to fix. */
+    struct ota_tls_policy policy;
+    *status = ota_policy_parse(ciphers, min_version, &policy, detail, detail_size);
+    if (*status != OTA_OK) {
         return NULL;
     }
 
@@ -96,10 +281,13 @@ ota_server_config_new(const char *certificate_path, const char *key_path, int *s
         return NULL;
     }
 
+    config->min_version = policy.min_version;
+    ota_policy_text(&policy, config->ciphers, sizeof(config->ciphers));
+
     int item = OTA_TLS_ITEM_OTHER;
     char cause[OTA_DETAIL_SIZE] = "";
-    *status = ota_load_credentials(certificate_path, key_path, &config->credentials, &item,
-                                   cause, sizeof(cause));
+    *status = ota_load_credentials(certificate_path, key_path, &policy, &config->credentials,
+                                   &item, cause, sizeof(cause));
     if (*status != OTA_OK) {
         ota_detail_set(detail, detail_size, "%s: %s", ota_item_label(item), cause);
         free(config);
@@ -124,6 +312,18 @@ ota_server_config_certificate(const ota_server_config *config, ota_cert_info *in
     }
     *info = config->certificate;
     return OTA_OK;
+}
+
+const char *
+ota_server_config_ciphers(const ota_server_config *config)
+{
+    return config != NULL ? config->ciphers : "";
+}
+
+int
+ota_server_config_min_version(const ota_server_config *config)
+{
+    return config != NULL ? config->min_version : 0;
 }
 
 const struct ota_tls_credentials *

@@ -109,14 +109,25 @@ ota_image_check_unchanged(const ota_image *image)
     if (fstat(image->fd, &now) != 0) {
         return OTA_ERR_IO;
     }
-    /* A replaced file (rename over the path) keeps our descriptor on the old inode; only a
-     * change to that inode itself matters for what we are sending. */
+    /* A file replaced (renamed over) or deleted at its path leaves our descriptor on the old
+     * inode, whose bytes are still the ones hashed at start: that is no change to what we
+     * send. Only a write to that inode is, and a write moves its size or modification time.
+     * (The change time also moves on rename, unlink and chmod, so it is not compared.) */
     if (now.st_size != image->opened.st_size ||
-        !ota_timespec_equal(now.st_mtim, image->opened.st_mtim) ||
-        !ota_timespec_equal(now.st_ctim, image->opened.st_ctim)) {
+        !ota_timespec_equal(now.st_mtim, image->opened.st_mtim)) {
         return OTA_ERR_CHANGED;
     }
     return OTA_OK;
+}
+
+int
+ota_image_path_names_image(const ota_image *image, const char *path)
+{
+    struct stat named;
+    if (image == NULL || path == NULL || stat(path, &named) != 0) {
+        return 0;
+    }
+    return named.st_dev == image->opened.st_dev && named.st_ino == image->opened.st_ino;
 }
 
 /* Reads exactly `length` bytes at `offset`; a short file is reported as a change. */

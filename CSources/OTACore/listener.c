@@ -174,6 +174,12 @@ ota_listener_address(const ota_listener *listener)
     return listener == NULL ? "" : listener->address;
 }
 
+void
+ota_listener_refuse(int fd)
+{
+    ota_socket_reset(fd);
+}
+
 /* Writes the numeric peer address, unwrapping IPv4-mapped IPv6 addresses; cut short, but
  * always terminated, when `out` is too small. */
 static void

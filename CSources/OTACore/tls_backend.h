@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "ota_core.h"
+#include "tls_policy.h"
 
 enum {
     OTA_TLS_DONE = 0,
@@ -33,8 +34,13 @@ enum ota_tls_item {
     OTA_TLS_ITEM_PAIR = 3,
 };
 
-/* On failure `*item` (never NULL) says which input was at fault. */
+/*
+ * On failure `*item` (never NULL) says which input was at fault. `policy` has been checked
+ * against the backend already (ota_tls_backend_max_version); the backend offers exactly its
+ * suites of the versions it allows, in its order, and copies what it keeps.
+ */
 int ota_tls_credentials_load(const char *certificate_path, const char *key_path,
+                             const struct ota_tls_policy *policy,
                              struct ota_tls_credentials **credentials, int *item, char *detail,
                              size_t detail_size);
 
@@ -104,6 +110,12 @@ int ota_tls_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info,
                          size_t detail_size);
 
 const char *ota_tls_backend_name(void);
+
+/* Frees the library's per-thread state of the calling thread (see ota_thread_done). */
+void ota_tls_thread_done(void);
+
+/* The highest protocol version the backend speaks: OTA_TLS_POLICY_VERSION_1_2 or _1_3. */
+uint16_t ota_tls_backend_max_version(void);
 const char *ota_tls_backend_version(void);
 
 #endif /* OTA_TLS_BACKEND_H */

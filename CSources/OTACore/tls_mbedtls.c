@@ -34,7 +34,9 @@
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/error.h>
+#include <mbedtls/md.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
@@ -50,6 +52,9 @@
 
 #if MBEDTLS_VERSION_NUMBER < 0x021C0000 || MBEDTLS_VERSION_NUMBER >= 0x03000000
 #error "tls_mbedtls.c is written against the mbedTLS 2.28 API"
+#endif
+#if defined(MBEDTLS_ZLIB_SUPPORT)
+#error "TLS compression must stay off (CRIME): build against an mbedTLS without ZLIB support"
 #endif
 #if !defined(MBEDTLS_THREADING_C)
 #error "tls_mbedtls.c shares one CTR_DRBG between session threads: needs MBEDTLS_THREADING_C"
@@ -68,26 +73,15 @@ static const char ota_mbedtls_agent_name[] = "ota-agent";
 static const char ota_mbedtls_personalization[] = "ota-agent tls_mbedtls";
 
 /*
- * Forward secrecy and AEAD only, in the OpenSSL backend's order: the AES-128-GCM suites first
- * because ESP-IDF's default mbedTLS offers them and the devices' AES hardware makes them
- * cheapest. mbedTLS keeps a pointer to this list, hence static storage.
+ * Hashes for the server's ServerKeyExchange signature, strongest first. The default preset
+ * allows SHA-224 too; SHA-1 is already out (MBEDTLS_TLS_DEFAULT_ALLOW_SHA1_IN_KEY_EXCHANGE
+ * is off in Debian's build), and ESP-IDF devices offer SHA-256. Kept by pointer: static.
  */
-static const int ota_mbedtls_ciphersuites[] = {
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    0,
-};
-
-/* The key exchange groups the OpenSSL backend offers too; also kept by pointer. */
-static const mbedtls_ecp_group_id ota_mbedtls_curves[] = {
-    MBEDTLS_ECP_DP_CURVE25519,
-    MBEDTLS_ECP_DP_SECP256R1,
-    MBEDTLS_ECP_DP_SECP384R1,
-    MBEDTLS_ECP_DP_NONE,
+static const int ota_mbedtls_signature_hashes[] = {
+    MBEDTLS_MD_SHA512,
+    MBEDTLS_MD_SHA384,
+    MBEDTLS_MD_SHA256,
+    MBEDTLS_MD_NONE,
 };
 
 struct ota_tls_credentials {
@@ -96,6 +90,9 @@ struct ota_tls_credentials {
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context random;
     mbedtls_ssl_config config;
+    /* The policy's lists in mbedTLS's form (tls_policy.h); the config keeps pointers to them. */
+    int suites[OTA_TLS_POLICY_SUITE_COUNT + 1];
+    mbedtls_ecp_group_id curves[OTA_TLS_POLICY_GROUP_COUNT + 1];
 };
 
 struct ota_tls_session {
@@ -110,6 +107,8 @@ struct ota_tls_session {
     /* The socket call and errno behind the last MBEDTLS_ERR_NET_SEND/RECV_FAILED. */
     const char *failed_call;
     int failed_errno;
+    /* recv(2) returned 0: the device really ended its stream. */
+    int peer_eof;
 };
 
 struct ota_tls_sha256 {
@@ -228,9 +227,33 @@ ota_mbedtls_seed_random(struct ota_tls_credentials *credentials, char *detail,
     return OTA_OK;
 }
 
+/* The policy's TLS 1.2 suites and groups, 0- and NONE-terminated, into the credentials. */
+static void
+ota_mbedtls_policy_lists(struct ota_tls_credentials *credentials,
+                         const struct ota_tls_policy *policy)
+{
+    size_t count = 0;
+    for (size_t index = 0; index < policy->count; index++) {
+        if (policy->suites[index]->version == OTA_TLS_POLICY_VERSION_1_2) {
+            credentials->suites[count++] = policy->suites[index]->id;
+        }
+    }
+    credentials->suites[count] = 0;
+
+    count = 0;
+    for (size_t index = 0; index < OTA_TLS_POLICY_GROUP_COUNT; index++) {
+        const mbedtls_ecp_curve_info *curve =
+            mbedtls_ecp_curve_info_from_tls_id(ota_tls_policy_groups[index].id);
+        if (curve != NULL) {
+            credentials->curves[count++] = curve->grp_id;
+        }
+    }
+    credentials->curves[count] = MBEDTLS_ECP_DP_NONE;
+}
+
 static int
-ota_mbedtls_configure(struct ota_tls_credentials *credentials, char *detail,
-                      size_t detail_size)
+ota_mbedtls_configure(struct ota_tls_credentials *credentials,
+                      const struct ota_tls_policy *policy, char *detail, size_t detail_size)
 {
     char cause[OTA_MBEDTLS_ERROR_TEXT];
     mbedtls_ssl_config *config = &credentials->config;
@@ -248,8 +271,10 @@ ota_mbedtls_configure(struct ota_tls_credentials *credentials, char *detail,
                                  MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_max_version(config, MBEDTLS_SSL_MAJOR_VERSION_3,
                                  MBEDTLS_SSL_MINOR_VERSION_3);
-    mbedtls_ssl_conf_ciphersuites(config, ota_mbedtls_ciphersuites);
-    mbedtls_ssl_conf_curves(config, ota_mbedtls_curves);
+    ota_mbedtls_policy_lists(credentials, policy);
+    mbedtls_ssl_conf_ciphersuites(config, credentials->suites);
+    mbedtls_ssl_conf_curves(config, credentials->curves);
+    mbedtls_ssl_conf_sig_hashes(config, ota_mbedtls_signature_hashes);
     mbedtls_ssl_conf_rng(config, mbedtls_ctr_drbg_random, &credentials->random);
 
     /* Devices prove who they are with the attestation certificate they send, not TLS. */
@@ -258,12 +283,18 @@ ota_mbedtls_configure(struct ota_tls_credentials *credentials, char *detail,
     /* The transmit keys, for the hand-off to kernel TLS (tls_mbedtls_kernel.c). */
     mbedtls_ssl_conf_export_keys_ext_cb(config, ota_mbedtls_export_keys, NULL);
 
-    /* One short session per update: a renegotiation would only add attack surface. */
+    /*
+     * One short session per update: a renegotiation would only add attack surface. Refused
+     * from either side; a client without the renegotiation_info extension (RFC 5746) cannot
+     * renegotiate either (MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION, set explicitly).
+     */
     mbedtls_ssl_conf_renegotiation(config, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    mbedtls_ssl_conf_legacy_renegotiation(config, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
 
     /*
-     * No session cache and no ticket callback are set, so no session is ever resumed: every
-     * update starts from a full handshake.
+     * No session cache and no ticket callback are set, so no session is ever resumed and no
+     * ticket is issued: every update starts from a full handshake. No compression: this
+     * library is built without MBEDTLS_ZLIB_SUPPORT (checked at the top of the file).
      */
 
     result = mbedtls_ssl_conf_own_cert(config, &credentials->chain, &credentials->key);
@@ -278,7 +309,8 @@ ota_mbedtls_configure(struct ota_tls_credentials *credentials, char *detail,
 /* Everything after the allocation, in the order that gives the most useful first failure. */
 static int
 ota_mbedtls_load_all(struct ota_tls_credentials *credentials, const char *certificate_path,
-                     const char *key_path, int *item, char *detail, size_t detail_size)
+                     const char *key_path, const struct ota_tls_policy *policy, int *item,
+                     char *detail, size_t detail_size)
 {
     *item = OTA_TLS_ITEM_CERTIFICATE;
     int status = ota_mbedtls_load_certificate(credentials, certificate_path, detail,
@@ -297,13 +329,14 @@ ota_mbedtls_load_all(struct ota_tls_credentials *credentials, const char *certif
         status = ota_mbedtls_seed_random(credentials, detail, detail_size);
     }
     if (status == OTA_OK) {
-        status = ota_mbedtls_configure(credentials, detail, detail_size);
+        status = ota_mbedtls_configure(credentials, policy, detail, detail_size);
     }
     return status;
 }
 
 int
 ota_tls_credentials_load(const char *certificate_path, const char *key_path,
+                         const struct ota_tls_policy *policy,
                          struct ota_tls_credentials **credentials, int *item, char *detail,
                          size_t detail_size)
 {
@@ -327,7 +360,7 @@ ota_tls_credentials_load(const char *certificate_path, const char *key_path,
     mbedtls_ctr_drbg_init(&loaded->random);
     mbedtls_ssl_config_init(&loaded->config);
 
-    status = ota_mbedtls_load_all(loaded, certificate_path, key_path, item, detail,
+    status = ota_mbedtls_load_all(loaded, certificate_path, key_path, policy, item, detail,
                                   detail_size);
     if (status != OTA_OK) {
         ota_tls_credentials_free(loaded);
@@ -411,6 +444,9 @@ ota_mbedtls_socket_recv(void *context, unsigned char *buffer, size_t length)
         /* 0 is end of file; mbedTLS reports it as MBEDTLS_ERR_SSL_CONN_EOF or a 0 read. */
         ssize_t received = recv(session->fd, buffer, length, 0);
         if (received >= 0) {
+            if (received == 0 && length > 0) {
+                session->peer_eof = 1;
+            }
             return (int)received;
         }
         if (errno != EINTR) {
@@ -524,7 +560,15 @@ ota_tls_session_read(struct ota_tls_session *session, void *buffer, size_t capac
         return OTA_ERR_USAGE;
     }
 
-    int result = mbedtls_ssl_read(&session->ssl, buffer, capacity);
+    /*
+     * mbedTLS 2.28 also returns 0 when a read meets only empty application-data records,
+     * which TLS allows; only a real end of file is a close. Its own limit (more than three
+     * empty records in a row fail with MBEDTLS_ERR_SSL_INVALID_MAC) bounds this loop.
+     */
+    int result;
+    do {
+        result = mbedtls_ssl_read(&session->ssl, buffer, capacity);
+    } while (result == 0 && !session->peer_eof);
     if (result > 0) {
         *received = (size_t)result;
         return OTA_TLS_DONE;
@@ -900,6 +944,19 @@ const char *
 ota_tls_backend_name(void)
 {
     return "mbedtls";
+}
+
+void
+ota_tls_thread_done(void)
+{
+    /* mbedTLS keeps no per-thread state; the kernel hand-off's key capture is per session. */
+}
+
+/* mbedTLS 2.28's TLS 1.3 is an experimental prototype (and off in Debian's build). */
+uint16_t
+ota_tls_backend_max_version(void)
+{
+    return OTA_TLS_POLICY_VERSION_1_2;
 }
 
 static char ota_mbedtls_version_text[32];

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/opensslv.h>
@@ -25,14 +26,8 @@
 #include "ota_internal.h"
 #include "tls_backend.h"
 
-/*
- * Forward secrecy and AEAD only. The two AES-128-GCM suites come first because ESP-IDF's
- * default mbedTLS build offers them and the devices' AES hardware makes them the cheapest.
- */
-static const char ota_openssl_tls12_ciphers[] =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+/* Room for every policy suite's name (or group's), ':' between them. */
+#define OTA_OPENSSL_LIST_SIZE 512
 
 struct ota_tls_credentials {
     SSL_CTX *context;
@@ -64,13 +59,84 @@ ota_openssl_detail(char *detail, size_t detail_size, const char *call)
     ERR_clear_error();
 }
 
-static int
-ota_openssl_configure(SSL_CTX *context)
+/* The policy's suites of one protocol version, as OpenSSL's ':' list ("" for none). */
+static void
+ota_openssl_suite_list(const struct ota_tls_policy *policy, uint16_t version, char *list,
+                       size_t list_size)
 {
-    SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION);
-    /* SSL_OP_ENABLE_KTLS: once the handshake is done OpenSSL hands the transmit keys to the
+    size_t used = 0;
+    list[0] = '\0';
+    for (size_t index = 0; index < policy->count && used < list_size; index++) {
+        const struct ota_tls_suite *suite = policy->suites[index];
+        if (suite->version != version) {
+            continue;
+        }
+        int wrote = snprintf(list + used, list_size - used, "%s%s", used > 0 ? ":" : "",
+                             suite->openssl_name);
+        if (wrote < 0) {
+            break;
+        }
+        used += (size_t)wrote;
+    }
+}
+
+static void
+ota_openssl_group_list(char *list, size_t list_size)
+{
+    size_t used = 0;
+    list[0] = '\0';
+    for (size_t index = 0; index < OTA_TLS_POLICY_GROUP_COUNT && used < list_size; index++) {
+        int wrote = snprintf(list + used, list_size - used, "%s%s", used > 0 ? ":" : "",
+                             ota_tls_policy_groups[index].openssl_name);
+        if (wrote < 0) {
+            break;
+        }
+        used += (size_t)wrote;
+    }
+}
+
+/*
+ * The suites of each version. OpenSSL keeps TLS 1.2 and TLS 1.3 suites in separate lists.
+ * A policy naming no TLS 1.3 suite turns TLS 1.3 off by the maximum version: an empty TLS 1.3
+ * list alone makes OpenSSL 3 fail every handshake with "no ciphers available".
+ * SSL_CTX_set_cipher_list refuses an empty list, so with the minimum at 1.3 (no TLS 1.2
+ * suite in the policy) it gets one that can never be used instead.
+ */
+static int
+ota_openssl_set_suites(SSL_CTX *context, const struct ota_tls_policy *policy)
+{
+    char list[OTA_OPENSSL_LIST_SIZE];
+    ota_openssl_suite_list(policy, OTA_TLS_POLICY_VERSION_1_2, list, sizeof(list));
+    const char *tls12 = list[0] != '\0' ? list : ota_tls_policy_suites[0].openssl_name;
+    if (SSL_CTX_set_cipher_list(context, tls12) != 1) {
+        return OTA_ERR_INTERNAL;
+    }
+    ota_openssl_suite_list(policy, OTA_TLS_POLICY_VERSION_1_3, list, sizeof(list));
+    if (SSL_CTX_set_ciphersuites(context, list) != 1) {
+        return OTA_ERR_INTERNAL;
+    }
+    if (list[0] == '\0' && SSL_CTX_set_max_proto_version(context, TLS1_2_VERSION) != 1) {
+        return OTA_ERR_INTERNAL;
+    }
+    ota_openssl_group_list(list, sizeof(list));
+    return SSL_CTX_set1_groups_list(context, list) == 1 ? OTA_OK : OTA_ERR_INTERNAL;
+}
+
+static int
+ota_openssl_configure(SSL_CTX *context, const struct ota_tls_policy *policy)
+{
+    int minimum = policy->min_version == OTA_TLS_POLICY_VERSION_1_3 ? TLS1_3_VERSION
+                                                                    : TLS1_2_VERSION;
+    if (SSL_CTX_set_min_proto_version(context, minimum) != 1) {
+        return OTA_ERR_INTERNAL;
+    }
+    /*
+     * No renegotiation (also refuses a client's request for one), no compression (CRIME),
+     * no session tickets and no session cache: every update is one full handshake.
+     * SSL_OP_ENABLE_KTLS: once the handshake is done OpenSSL hands the transmit keys to the
      * kernel when it can (the `tls` module, a supported cipher, full-size records) and
-     * silently keeps encrypting itself when it cannot; ota_tls_session_kernel_send tells. */
+     * silently keeps encrypting itself when it cannot; ota_tls_session_kernel_send tells.
+     */
     SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                      SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                      SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_ENABLE_KTLS);
@@ -79,13 +145,7 @@ ota_openssl_configure(SSL_CTX *context)
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
     /* TLS 1.3 sends tickets even with SSL_OP_NO_TICKET unless told to send none. */
     SSL_CTX_set_num_tickets(context, 0);
-    if (SSL_CTX_set_cipher_list(context, ota_openssl_tls12_ciphers) != 1) {
-        return OTA_ERR_INTERNAL;
-    }
-    if (SSL_CTX_set1_groups_list(context, "X25519:P-256:P-384") != 1) {
-        return OTA_ERR_INTERNAL;
-    }
-    return OTA_OK;
+    return ota_openssl_set_suites(context, policy);
 }
 
 static int
@@ -145,6 +205,7 @@ ota_openssl_keep_der(struct ota_tls_credentials *credentials)
 
 int
 ota_tls_credentials_load(const char *certificate_path, const char *key_path,
+                         const struct ota_tls_policy *policy,
                          struct ota_tls_credentials **credentials, int *item, char *detail,
                          size_t detail_size)
 {
@@ -157,7 +218,7 @@ ota_tls_credentials_load(const char *certificate_path, const char *key_path,
     }
     ERR_clear_error();
     loaded->context = SSL_CTX_new(TLS_server_method());
-    if (loaded->context == NULL || ota_openssl_configure(loaded->context) != OTA_OK) {
+    if (loaded->context == NULL || ota_openssl_configure(loaded->context, policy) != OTA_OK) {
         ota_openssl_detail(detail, detail_size, "SSL_CTX_new");
         ota_tls_credentials_free(loaded);
         return OTA_ERR_INTERNAL;
@@ -490,10 +551,22 @@ ota_tls_backend_name(void)
     return "openssl";
 }
 
+void
+ota_tls_thread_done(void)
+{
+    OPENSSL_thread_stop();
+}
+
 const char *
 ota_tls_backend_version(void)
 {
     return OpenSSL_version(OPENSSL_VERSION);
+}
+
+uint16_t
+ota_tls_backend_max_version(void)
+{
+    return OTA_TLS_POLICY_VERSION_1_3;
 }
 
 #endif /* OTA_BACKEND_OPENSSL */

@@ -47,6 +47,12 @@ ota_backend_name(void)
     return ota_tls_backend_name();
 }
 
+void
+ota_thread_done(void)
+{
+    ota_tls_thread_done();
+}
+
 const char *
 ota_backend_version(void)
 {

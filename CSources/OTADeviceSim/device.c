@@ -289,6 +289,29 @@ static void look_for_refusal(struct device_session *session, int send_status)
     fail_tls(session, PHASE_SEND, send_status);
 }
 
+/*
+ * Sends --empty-records records without payload. TLS allows them (old OpenSSL sent them to
+ * randomise CBC IVs), and a hostile client may send them in place of any data at all.
+ */
+static bool send_empty_records(struct device_session *session)
+{
+    const unsigned char nothing[1] = {0}; /* mbedTLS copies from it, even zero bytes */
+    for (unsigned sent = 0; sent < session->job->options->empty_records; sent++) {
+        int status;
+        do {
+            status = mbedtls_ssl_write(&session->ssl, nothing, 0);
+        } while (status == MBEDTLS_ERR_SSL_WANT_READ || status == MBEDTLS_ERR_SSL_WANT_WRITE);
+        if (status < 0) {
+            look_for_refusal(session, status);
+            return false;
+        }
+    }
+    if (session->job->options->empty_records > 0) {
+        progress(session, "sent %u empty record(s)", session->job->options->empty_records);
+    }
+    return true;
+}
+
 /* Sends the certificate (or payload) as --chunk and --pause-ms say. True: go on to read. */
 static bool send_message(struct device_session *session)
 {
@@ -296,6 +319,9 @@ static bool send_message(struct device_session *session)
     const struct shared_inputs *inputs = session->job->inputs;
     if (options->delay_ms > 0 && !transport_sleep(&session->transport, options->delay_ms)) {
         fail_timeout(session, PHASE_SEND);
+        return false;
+    }
+    if (!send_empty_records(session)) {
         return false;
     }
     size_t piece_size = options->chunk_size > 0 ? options->chunk_size : inputs->message_length;
@@ -344,6 +370,32 @@ static bool take_image_bytes(struct device_session *session, size_t count)
 }
 
 /*
+ * Ends the connection from the device's side, as --hang-up asks: a device that gives up,
+ * crashes or loses power. With close, the kernel still turns the close into a reset when
+ * image bytes are left unread, as it would for a real device.
+ */
+static void hang_up(struct device_session *session)
+{
+    if (session->job->options->hang_up == HANG_UP_CLOSE) {
+        (void) mbedtls_ssl_close_notify(&session->ssl);
+        transport_close(&session->transport);
+    } else {
+        transport_reset(&session->transport);
+    }
+    session->result->outcome = OUTCOME_HUNG_UP;
+    progress(session, "hung up (%s) after %llu image bytes",
+             session->job->options->hang_up == HANG_UP_CLOSE ? "close" : "reset",
+             session->result->byte_count);
+}
+
+static bool time_to_hang_up(const struct device_session *session)
+{
+    const struct sim_options *options = session->job->options;
+    return options->hang_up != HANG_UP_NONE &&
+           session->result->byte_count >= options->hang_up_after;
+}
+
+/*
  * Reads the image until the stream ends. A clean end (close_notify, or plain EOF as the
  * field devices accept it) returns true; so does a fatal alert before any byte, which is
  * how the agent refuses a device.
@@ -353,6 +405,10 @@ static bool receive_image(struct device_session *session)
     struct device_result *result = session->result;
     unsigned pause_ms = session->job->options->read_pause_ms;
     for (;;) {
+        if (time_to_hang_up(session)) {
+            hang_up(session);
+            return false;
+        }
         if (pause_ms > 0 && result->byte_count > 0 &&
             !transport_sleep(&session->transport, pause_ms)) {
             fail_timeout(session, PHASE_RECEIVE);
@@ -397,7 +453,7 @@ static void classify(struct device_session *session)
 {
     struct device_result *result = session->result;
     const struct sim_options *options = session->job->options;
-    if (result->outcome == OUTCOME_ERROR) {
+    if (result->outcome == OUTCOME_ERROR || result->outcome == OUTCOME_HUNG_UP) {
         return;
     }
     if (result->byte_count == 0) {

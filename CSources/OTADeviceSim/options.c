@@ -10,6 +10,7 @@
 #include <mbedtls/ssl.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,9 @@ enum option_id {
     OPTION_EXPECT_SHA256,
     OPTION_QUIET,
     OPTION_HELP,
+    OPTION_EMPTY_RECORDS,
+    OPTION_HANG_UP,
+    OPTION_HANG_UP_AFTER,
 };
 
 struct option_spec {
@@ -66,6 +70,9 @@ static const struct option_spec option_specs[] = {
     {"expect-sha256", OPTION_EXPECT_SHA256, true},
     {"quiet", OPTION_QUIET, false},
     {"help", OPTION_HELP, false},
+    {"empty-records", OPTION_EMPTY_RECORDS, true},
+    {"hang-up", OPTION_HANG_UP, true},
+    {"hang-up-after", OPTION_HANG_UP_AFTER, true},
 };
 
 static const char usage_text[] =
@@ -95,12 +102,19 @@ static const char usage_text[] =
     "                       device, or (with a long pause) one that stops reading\n"
     "  --timeout-ms MS      give up on a device after this long in all (default 120000)\n"
     "  --expect-sha256 HEX  the image's expected SHA-256; a difference is outcome=mismatch\n"
+    "  --empty-records N    send N zero-length records before the certificate (0..1000)\n"
+    "  --hang-up HOW        end the connection instead of reading to the end: close\n"
+    "                       (close_notify, then close) or reset (a TCP reset); right\n"
+    "                       after sending, or with --hang-up-after once BYTES image bytes\n"
+    "                       have arrived. Reported as outcome=hung-up.\n"
+    "  --hang-up-after BYTES  image bytes to receive before --hang-up (default 0)\n"
     "  --quiet              no progress on stderr\n"
     "  --help               print this text\n"
     "\n"
     "stdout: one line per device, e.g.\n"
     "  device=1 outcome=updated bytes=300000 sha256=<hex> ms=123 end=close_notify\n"
     "outcomes: updated, refused, mismatch (these carry end=close_notify|eof|alert),\n"
+    "          hung-up (--hang-up; carries end=none),\n"
     "          error (carries phase=connect|handshake|send|receive and detail=\"...\").\n"
     "exit status: 0 when every device is updated, 1 otherwise, 2 for usage errors.\n";
 
@@ -231,6 +245,14 @@ static bool apply_number_option(const struct option_spec *spec, const char *valu
         }
         options->read_size = (size_t) number;
         return true;
+    case OPTION_EMPTY_RECORDS:
+        if (!parse_number(spec->name, value, 0, MAX_EMPTY_RECORDS, &number)) {
+            return false;
+        }
+        options->empty_records = (unsigned) number;
+        return true;
+    case OPTION_HANG_UP_AFTER:
+        return parse_number(spec->name, value, 0, ULLONG_MAX, &options->hang_up_after);
     default:
         break;
     }
@@ -273,6 +295,21 @@ static bool apply_fragment_option(const struct option_spec *spec, const char *va
     return false;
 }
 
+static bool apply_hang_up_option(const struct option_spec *spec, const char *value,
+                                 struct sim_options *options)
+{
+    if (strcmp(value, "close") == 0) {
+        options->hang_up = HANG_UP_CLOSE;
+        return true;
+    }
+    if (strcmp(value, "reset") == 0) {
+        options->hang_up = HANG_UP_RESET;
+        return true;
+    }
+    complain("--%s must be close or reset (got '%s')", spec->name, value);
+    return false;
+}
+
 static bool apply_option(const struct option_spec *spec, const char *value,
                          struct sim_options *options)
 {
@@ -281,7 +318,10 @@ static bool apply_option(const struct option_spec *spec, const char *value,
     case OPTION_OUTPUT: case OPTION_PAYLOAD:
         return apply_text_option(spec, value, options);
     case OPTION_PORT: case OPTION_DEVICES: case OPTION_CHUNK: case OPTION_READ_SIZE:
+    case OPTION_EMPTY_RECORDS: case OPTION_HANG_UP_AFTER:
         return apply_number_option(spec, value, options);
+    case OPTION_HANG_UP:
+        return apply_hang_up_option(spec, value, options);
     case OPTION_PAUSE_MS: case OPTION_DELAY_MS: case OPTION_TIMEOUT_MS:
     case OPTION_READ_PAUSE_MS:
         return apply_milliseconds_option(spec, value, options);
@@ -323,6 +363,10 @@ static bool check_required(const struct sim_options *options)
         missing = "ca";
     } else if (options->certificate_path == NULL && options->payload_path == NULL) {
         missing = "cert";
+    }
+    if (missing == NULL && options->hang_up_after > 0 && options->hang_up == HANG_UP_NONE) {
+        complain("--hang-up-after needs --hang-up");
+        return false;
     }
     if (missing != NULL) {
         complain("--%s is required", missing);

@@ -14,6 +14,14 @@ enum { SHA256_LENGTH = 32 };
 enum {
     MAX_DEVICES = 1000,
     MAX_READ_SIZE = 65536,
+    MAX_EMPTY_RECORDS = 1000,
+};
+
+/* How a device ends the connection itself when --hang-up asks it to. */
+enum hang_up_mode {
+    HANG_UP_NONE,    /* read the image until the server ends the stream */
+    HANG_UP_CLOSE,   /* close_notify, then close the socket */
+    HANG_UP_RESET,   /* close the socket with a TCP reset (SO_LINGER {1, 0}) */
 };
 
 struct sim_options {
@@ -35,6 +43,9 @@ struct sim_options {
     bool has_expected_sha256;
     unsigned char expected_sha256[SHA256_LENGTH];
     bool quiet;
+    unsigned empty_records;      /* zero-length records sent before the message */
+    enum hang_up_mode hang_up;
+    unsigned long long hang_up_after; /* image bytes to receive first; 0: right after sending */
 };
 
 enum parse_result {

@@ -2,6 +2,7 @@
  * The one line per device on stdout. Tests parse it, so keys and their order are stable:
  *
  *   device=N outcome=O bytes=B sha256=HEX ms=M end=E [alert=A]         (updated/refused/mismatch)
+ *   device=N outcome=hung-up bytes=B sha256=HEX ms=M end=none           (--hang-up)
  *   device=N outcome=error bytes=B sha256=HEX ms=M phase=P detail="D"
  */
 #include "report.h"
@@ -15,6 +16,7 @@ static const char *outcome_name(enum device_outcome outcome)
     case OUTCOME_REFUSED: return "refused";
     case OUTCOME_MISMATCH: return "mismatch";
     case OUTCOME_ERROR: return "error";
+    case OUTCOME_HUNG_UP: return "hung-up";
     }
     return "error";
 }

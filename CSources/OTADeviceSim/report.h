@@ -11,6 +11,7 @@ enum device_outcome {
     OUTCOME_REFUSED,   /* handshake done, no bytes, then a clean end or an alert */
     OUTCOME_MISMATCH,  /* updated, but not with the image --expect-sha256 names */
     OUTCOME_ERROR,     /* anything else: see phase and detail */
+    OUTCOME_HUNG_UP,   /* ended the connection itself, as --hang-up asked */
 };
 
 enum stream_end {

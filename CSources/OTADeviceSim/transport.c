@@ -143,6 +143,18 @@ void transport_close(struct transport *transport)
     }
 }
 
+void transport_reset(struct transport *transport)
+{
+    if (transport->socket_fd < 0) {
+        return;
+    }
+    struct linger abortive = {.l_onoff = 1, .l_linger = 0};
+    if (setsockopt(transport->socket_fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive) != 0) {
+        transport->last_errno = errno;
+    }
+    transport_close(transport);
+}
+
 bool transport_sleep(const struct transport *transport, unsigned duration_ms)
 {
     uint64_t wake_at = monotonic_ms() + duration_ms;

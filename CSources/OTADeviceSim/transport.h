@@ -33,6 +33,12 @@ bool transport_connect(struct transport *transport, const char *host, const char
 void transport_close(struct transport *transport);
 
 /*
+ * Closes the socket with a TCP reset instead of a FIN (SO_LINGER {1, 0}), as a device that
+ * loses power or crashes mid-stream looks to its peer.
+ */
+void transport_reset(struct transport *transport);
+
+/*
  * Sleeps for duration_ms or until the deadline, whichever is first.
  * Returns false when the deadline cut the sleep short.
  */

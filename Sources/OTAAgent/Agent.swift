@@ -50,10 +50,10 @@ public final class Agent: @unchecked Sendable {
 
     /// Opens the image, loads the certificate and key, and binds the listener.
     public func start() throws(AgentError) {
-        try checkDiceAuthCA()
+        try checkDiceAuthFiles()
         let image = try FirmwareImage(path: configuration.imagePath)
         let credentials = try ServerCredentials(certificatePath: configuration.certificatePath,
-                                                keyPath: configuration.keyPath)
+                                                keyPath: configuration.keyPath, tls: configuration.tls)
         let cancel = try CancelSource()
         // Devices beyond the session bound wait in the listen queue; the kernel caps the
         // backlog at its somaxconn.
@@ -62,6 +62,8 @@ public final class Agent: @unchecked Sendable {
         let client = DiceAuthClient(url: configuration.diceAuthURL, settings: configuration.diceAuth)
         context = SessionContext(credentials: credentials, image: image, diceAuth: client,
                                  handshakes: FairGate(limit: configuration.maxHandshakes),
+                                 limits: ConnectionLimits(perAddress: configuration.maxPerAddress,
+                                                          unattested: configuration.maxUnattested),
                                  deadlines: configuration.deadlines, cancel: cancel, logger: logger)
         self.listener = listener
         try logStart(image: image, credentials: credentials)
@@ -69,10 +71,28 @@ public final class Agent: @unchecked Sendable {
                                   LogField("port", listener.port)])
     }
 
-    /// A CA file that cannot be read would refuse every device later; refuse to start instead.
-    private func checkDiceAuthCA() throws(AgentError) {
-        guard let path = configuration.diceAuth.caPath else { return }
-        let name = "\(EnvironmentKey.diceAuthCAPath.rawValue) (--dice-auth-ca)"
+    /// A CA, client certificate or key file that cannot be read would refuse every device
+    /// later; refuse to start instead. Only the files' metadata is looked at here: curl reads
+    /// them per connection, and their contents are never logged.
+    private func checkDiceAuthFiles() throws(AgentError) {
+        let settings = configuration.diceAuth
+        let certificateName = "\(EnvironmentKey.diceAuthClientCertificatePath.rawValue) (--dice-auth-client-cert)"
+        let keyName = "\(EnvironmentKey.diceAuthClientKeyPath.rawValue) (--dice-auth-client-key)"
+        // The parser checks this too; a library caller may have filled the settings directly.
+        guard (settings.clientCertificatePath == nil) == (settings.clientKeyPath == nil) else {
+            throw .configuration("\(certificateName) and \(keyName) go together: give both or neither")
+        }
+        let files: [(String?, String)] = [
+            (settings.caPath, "\(EnvironmentKey.diceAuthCAPath.rawValue) (--dice-auth-ca)"),
+            (settings.clientCertificatePath, certificateName),
+            (settings.clientKeyPath, keyName),
+        ]
+        for case let (path?, name) in files {
+            try checkReadableFile(path, name: name)
+        }
+    }
+
+    private func checkReadableFile(_ path: String, name: String) throws(AgentError) {
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw .configuration("\(name): cannot read \(path): \(String(cString: strerror(errno)))")
@@ -95,11 +115,45 @@ public final class Agent: @unchecked Sendable {
             LogField("sha256", try image.sha256()),
             LogField("server_cert", server.subject),
             LogField("server_fp", server.shortFingerprint),
+            LogField("tls_min", configuration.tls.minimumVersion.rawValue),
+            LogField("tls_ciphers", credentials.ciphers),
         ])
+        if configuration.tls.minimumVersion == .tls13 {
+            // Only the OpenSSL build gets here: the mbedTLS core refuses 1.3 as a configuration error.
+            logger.warning("tls-policy", [LogField("reason",
+                "minimum TLS 1.3: TLS 1.2-only field devices are locked out")])
+        }
         if !credentials.certificateNamesOTAAgent {
             logger.warning("server-certificate", [LogField("reason",
                 "certificate names neither CN nor DNS ota-agent; field devices will refuse it")])
         }
+        warnAboutValidity(of: server)
+        warnAboutKeyPermissions()
+    }
+
+    /// Devices that check dates refuse a certificate outside its validity; say so at start.
+    private func warnAboutValidity(of certificate: CertificateIdentity) {
+        let now = Int64(Date().timeIntervalSince1970)
+        let dates = [LogField("not_before", Logger.utc(seconds: certificate.notBefore)),
+                     LogField("not_after", Logger.utc(seconds: certificate.notAfter))]
+        if now < certificate.notBefore {
+            logger.warning("server-certificate", dates + [LogField("reason",
+                "certificate is not valid yet; devices that check dates will refuse it")])
+        } else if now > certificate.notAfter {
+            logger.warning("server-certificate", dates + [LogField("reason",
+                "certificate has expired; devices that check dates will refuse it")])
+        }
+    }
+
+    /// A private key others can read is a key others may have copied.
+    private func warnAboutKeyPermissions() {
+        var info = stat()
+        guard stat(configuration.keyPath, &info) == 0, info.st_mode & 0o077 != 0 else { return }
+        logger.warning("private-key-permissions", [
+            LogField("key", configuration.keyPath),
+            LogField("mode", String(info.st_mode & 0o777, radix: 8)),
+            LogField("reason", "the private key file is open to group or others; chmod 600 it"),
+        ])
     }
 
     /// Serves until the mode's end, the timeout, or `stop`. Call `start()` first.
@@ -151,6 +205,7 @@ public final class Agent: @unchecked Sendable {
             logger.info("stopping", fields + [LogField("grace_s", Int(configuration.gracePeriod.seconds))])
         }
         listener?.interrupt()
+        context?.limits.interrupt()
     }
 
     private func acceptLoop(_ listener: Listener, _ context: SessionContext,
@@ -159,6 +214,12 @@ public final class Agent: @unchecked Sendable {
         while !state.stopping {
             // Beyond the bound, devices wait in the listen queue rather than being refused.
             guard state.acquireSlot(limit: configuration.maxConcurrent) else { break }
+            // At the bound on unattested connections, wait in the listen queue for room.
+            guard context.limits.waitForRoom(until: deadline) else {
+                state.releaseSlot()
+                if !state.stopping { logTimeout() }
+                return
+            }
             let timeout = deadline.map { $0 - .now }
             if let timeout, timeout <= .zero {
                 state.releaseSlot()
@@ -167,8 +228,8 @@ public final class Agent: @unchecked Sendable {
             }
 
             switch listener.accept(timeout: timeout, cancel: context.cancel) {
-            case .connection(let fd, let peer, let port):
-                startSession(fd: fd, peer: formatPeer(peer, port), context: context)
+            case .connection(let fd, let address, let port):
+                admit(fd: fd, address: address, port: port, context: context)
             case .timedOut:
                 state.releaseSlot()
                 logTimeout()
@@ -198,11 +259,28 @@ public final class Agent: @unchecked Sendable {
         address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
     }
 
-    private func startSession(fd: Int32, peer: String, context: SessionContext) {
+    /// Serves a new connection, or turns it away at once when its address already holds too many.
+    private func admit(fd: Int32, address: String, port: UInt16, context: SessionContext) {
+        let peer = formatPeer(address, port)
+        guard let ticket = context.limits.admit(address: address) else {
+            ota_listener_refuse(fd)
+            state.releaseSlot()
+            logger.warning("refused-connection", [LogField("device", peer), LogField("reason",
+                "this address already has \(context.limits.addressLimit) connections (OTA_MAX_PER_ADDRESS)")])
+            return
+        }
+        startSession(fd: fd, peer: peer, ticket: ticket, context: context)
+    }
+
+    private func startSession(fd: Int32, peer: String, ticket: ConnectionLimits.Ticket,
+                              context: SessionContext)
+    {
         logger.debug("connected", [LogField("device", peer)])
         state.sessionStarted()
         let thread = Thread { [self] in
-            let record = DeviceSession(context: context, peer: peer).run(fd: fd)
+            let record = DeviceSession(context: context, peer: peer, ticket: ticket, fd: fd).run()
+            // Before the session counts as finished: the process may exit right after.
+            ota_thread_done()
             finishSession(record, listener: listener)
         }
         thread.name = "ota-device"
@@ -219,11 +297,27 @@ public final class Agent: @unchecked Sendable {
                 LogField("reason", "the image file changed on disk since start; restart the agent to serve it"),
             ])
         }
+        warnIfImagePathMoved()
         if (firstUpdate && configuration.mode == .once) || record.imageChanged {
             state.requestStop(signal: nil, external: false)
             listener?.interrupt()
+            context?.limits.interrupt()
         }
         state.releaseSlot()
+    }
+
+    /// The file at the image path was replaced or deleted. The open image still holds the bytes
+    /// hashed at start, so devices keep getting exactly those; the operator learns, once, that
+    /// serving the new file takes a restart.
+    private func warnIfImagePathMoved() {
+        guard let image = context?.image, !image.pathStillNamesIt, state.firstImagePathWarning() else {
+            return
+        }
+        logger.warning("image-replaced", [
+            LogField("image", image.path),
+            LogField("reason", "the path no longer names the file opened at start; devices still get that "
+                + "file, unchanged; restart the agent to serve the new one"),
+        ])
     }
 
     private func describe(_ outcome: RunOutcome) -> String {
@@ -246,6 +340,7 @@ final class RunState: @unchecked Sendable {
     private var externalStops = 0
     private var sessions = 0
     private var finished: [SessionRecord] = []
+    private var imagePathWarned = false
 
     var stopping: Bool { condition.withLock { stopRequested } }
     var records: [SessionRecord] { condition.withLock { finished } }
@@ -309,6 +404,14 @@ final class RunState: @unchecked Sendable {
     var running: Int { condition.withLock { sessions } }
 
     func sessionStarted() { condition.withLock { sessions += 1 } }
+
+    /// True the first time only: the image path was found replaced or deleted.
+    func firstImagePathWarning() -> Bool {
+        condition.withLock {
+            defer { imagePathWarned = true }
+            return !imagePathWarned
+        }
+    }
 
     func outcome(timedOut: Bool, mode: AgentMode) -> RunOutcome {
         condition.withLock {

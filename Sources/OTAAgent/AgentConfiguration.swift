@@ -24,10 +24,16 @@ public struct AgentConfiguration: Sendable {
     public var maxConcurrent = 64
     /// TLS handshakes computing at once; devices beyond wait their turn in arrival order.
     public var maxHandshakes = AgentConfiguration.defaultMaxHandshakes
+    /// Connections one client address may hold at once; more are refused with a reset.
+    public var maxPerAddress = 8
+    /// Connections that have not yet delivered a certificate; beyond it the oldest silent one
+    /// is closed to make room, or, when none is silent, the newcomer is refused.
+    public var maxUnattested = 32
     /// How long transfers in flight may go on once the agent stops accepting.
     public var gracePeriod: Duration = .seconds(60)
     public var deadlines = Deadlines()
     public var diceAuth = DiceAuthSettings()
+    public var tls = TLSPolicySettings()
     public var logLevel: LogLevel = .info
 
     /// Eight per core: enough to keep the cores busy while handshakes wait on slow devices'
@@ -48,9 +54,30 @@ public struct AgentConfiguration: Sendable {
 public struct DiceAuthSettings: Sendable, Equatable {
     /// A PEM file of CA certificates to trust for an https Dice-Auth, instead of the system's.
     public var caPath: String?
+    /// The agent's client certificate (PEM) for mutual TLS to Dice-Auth; with `clientKeyPath`.
+    public var clientCertificatePath: String?
+    /// The private key (PEM) of `clientCertificatePath`; never logged.
+    public var clientKeyPath: String?
     /// Requests in flight at once; the rest queue in arrival order.
     public var concurrency = 1
     public var retry = RetryPolicy()
+
+    public init() {}
+}
+
+/// The lowest TLS protocol version the agent accepts.
+public enum TLSVersion: String, Sendable, CaseIterable {
+    /// What the field devices speak; the default.
+    case tls12 = "1.2"
+    /// Locks out every TLS 1.2-only device; only the OpenSSL backend has TLS 1.3.
+    case tls13 = "1.3"
+}
+
+/// A TLS policy stricter than the built-in one (see `ota_server_config_new_with_policy`).
+public struct TLSPolicySettings: Sendable, Equatable {
+    /// Suite names separated by ':' or ',', each one of the default policy's; nil for all.
+    public var ciphers: String?
+    public var minimumVersion: TLSVersion = .tls12
 
     public init() {}
 }

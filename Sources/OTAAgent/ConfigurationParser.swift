@@ -39,6 +39,10 @@ public enum ConfigurationParser {
                 help: "devices served at once; more wait in the listen queue (default 64)"),
         Setting(flag: "--max-handshakes", key: .maxHandshakes, value: "N",
                 help: "TLS handshakes computing at once; more wait their turn (default 8 per core)"),
+        Setting(flag: "--max-per-address", key: .maxPerAddress, value: "N",
+                help: "connections one client address may hold; more are refused (default 8)"),
+        Setting(flag: "--max-unattested", key: .maxUnattested, value: "N",
+                help: "connections before their certificate; beyond, the oldest silent one is closed (default 32)"),
         Setting(flag: "--grace-period", key: .gracePeriod, value: "SECONDS",
                 help: "time left to transfers in flight when stopping (default 60)"),
         Setting(flag: "--handshake-timeout", key: .handshakeTimeout, value: "SECONDS",
@@ -57,8 +61,16 @@ public enum ConfigurationParser {
                 help: "multiply every deadline, for slow builds (default 1)"),
         Setting(flag: "--dice-auth-ca", key: .diceAuthCAPath, value: "PATH",
                 help: "CA certificates (PEM) to trust for an https Dice-Auth"),
+        Setting(flag: "--dice-auth-client-cert", key: .diceAuthClientCertificatePath, value: "PATH",
+                help: "client certificate (PEM) for mutual TLS to Dice-Auth; with the key"),
+        Setting(flag: "--dice-auth-client-key", key: .diceAuthClientKeyPath, value: "PATH",
+                help: "its private key (PEM; never logged)"),
         Setting(flag: "--dice-auth-concurrency", key: .diceAuthConcurrency, value: "N",
                 help: "Dice-Auth requests in flight at once; the rest queue (default 1)"),
+        Setting(flag: "--tls-ciphers", key: .tlsCiphers, value: "LIST",
+                help: "TLS suites to offer, ':'-separated, a subset of the default ECDHE+AEAD list"),
+        Setting(flag: "--tls-min-version", key: .tlsMinVersion, value: "1.2|1.3",
+                help: "lowest TLS version (default 1.2; 1.3 locks out TLS 1.2-only devices)"),
         Setting(flag: "--log-level", key: .logLevel, value: "LEVEL",
                 help: "debug, info, warning or error (default info)"),
     ]
@@ -138,11 +150,27 @@ public enum ConfigurationParser {
         if let limit = try values.integer("--max-handshakes", in: 1...100_000) {
             configuration.maxHandshakes = limit
         }
+        if let limit = try values.integer("--max-per-address", in: 1...100_000) {
+            configuration.maxPerAddress = limit
+        }
+        if let limit = try values.integer("--max-unattested", in: 1...100_000) {
+            configuration.maxUnattested = limit
+        }
         configuration.gracePeriod = try values.duration("--grace-period") ?? configuration.gracePeriod
         configuration.deadlines = try deadlines(values)
         configuration.diceAuth.caPath = values.string("--dice-auth-ca")
+        configuration.diceAuth.clientCertificatePath = values.string("--dice-auth-client-cert")
+        configuration.diceAuth.clientKeyPath = values.string("--dice-auth-client-key")
+        try values.requirePair("--dice-auth-client-cert", "--dice-auth-client-key")
         if let limit = try values.integer("--dice-auth-concurrency", in: 1...1000) {
             configuration.diceAuth.concurrency = limit
+        }
+        configuration.tls.ciphers = values.string("--tls-ciphers")
+        if let version = values.string("--tls-min-version") {
+            guard let parsed = TLSVersion(rawValue: version) else {
+                throw .configuration("\(values.name(of: "--tls-min-version")): '\(version)' is not 1.2 or 1.3")
+            }
+            configuration.tls.minimumVersion = parsed
         }
         if let level = values.string("--log-level") {
             guard let parsed = LogLevel(name: level) else {
@@ -245,6 +273,14 @@ struct SettingValues {
         let names = missing.map { flag in setting(flag).key.map { "\($0.rawValue) (\(flag))" } ?? flag }
         let verb = missing.count == 1 ? "is" : "are"
         throw .configuration("\(names.joined(separator: ", ")) \(verb) not set (see --help)")
+    }
+
+    /// Two settings that only work together: both or neither, naming both when one is missing.
+    func requirePair(_ first: String, _ second: String) throws(AgentError) {
+        guard (string(first) == nil) != (string(second) == nil) else { return }
+        let (given, missing) = string(first) != nil ? (first, second) : (second, first)
+        let missingName = setting(missing).key.map { "\($0.rawValue) (\(missing))" } ?? missing
+        throw .configuration("\(name(of: given)) needs \(missingName) as well: give both or neither")
     }
 
     func required(_ flag: String) throws(AgentError) -> String {

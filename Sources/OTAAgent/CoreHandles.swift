@@ -28,8 +28,12 @@ private func construct(
 final class ServerCredentials: @unchecked Sendable {
     let raw: OpaquePointer
 
-    init(certificatePath: String, keyPath: String) throws(AgentError) {
-        let result = construct { ota_server_config_new(certificatePath, keyPath, $0, $1, $2) }
+    /// `tls` narrows the core's TLS policy; the core refuses anything that would widen it.
+    init(certificatePath: String, keyPath: String, tls: TLSPolicySettings = TLSPolicySettings()) throws(AgentError) {
+        let minimum = tls.minimumVersion == .tls13 ? OTA_TLS_1_3 : OTA_TLS_1_2
+        let result = construct {
+            ota_server_config_new_with_policy(certificatePath, keyPath, tls.ciphers, minimum, $0, $1, $2)
+        }
         switch result {
         case .success(let handle): raw = handle
         case .failure(let failure): throw .configuration("\(Self.settingName(failure.detail)): \(failure.detail)")
@@ -40,6 +44,12 @@ final class ServerCredentials: @unchecked Sendable {
     private static func settingName(_ detail: String) -> String {
         let certificate = "\(EnvironmentKey.certificatePath.rawValue) (--cert)"
         let key = "\(EnvironmentKey.keyPath.rawValue) (--key)"
+        if detail.hasPrefix("tls ciphers:") {
+            return "\(EnvironmentKey.tlsCiphers.rawValue) (--tls-ciphers)"
+        }
+        if detail.hasPrefix("tls min version:") {
+            return "\(EnvironmentKey.tlsMinVersion.rawValue) (--tls-min-version)"
+        }
         if detail.hasPrefix("certificate and key:") {
             return "\(certificate) / \(key)"
         }
@@ -49,6 +59,9 @@ final class ServerCredentials: @unchecked Sendable {
     deinit { ota_server_config_free(raw) }
 
     var certificate: CertificateIdentity { CertificateIdentity(certificateInfo) }
+
+    /// The suites in effect, OpenSSL names joined by ':', in the server's preference order.
+    var ciphers: String { String(cString: ota_server_config_ciphers(raw)) }
 
     /// The certificate's CN or a DNS name is "ota-agent", as the field devices check.
     var certificateNamesOTAAgent: Bool { certificateInfo.has_ota_agent_name != 0 }
@@ -82,6 +95,9 @@ final class FirmwareImage: @unchecked Sendable {
     deinit { ota_image_free(raw) }
 
     var size: UInt64 { ota_image_size(raw) }
+
+    /// Whether the path still names the file opened at start (not replaced, not deleted).
+    var pathStillNamesIt: Bool { ota_image_path_names_image(raw, path) != 0 }
 
     /// SHA-256 of the file as it is now, in lower-case hex.
     func sha256() throws(AgentError) -> String {
@@ -178,6 +194,11 @@ struct CoreFailure: Error {
     /// A wait outside the core (a queue of the agent's own) ended by cancellation.
     static func cancelled(in phase: String) -> CoreFailure {
         CoreFailure(status: OTA_ERR_CANCELLED.rawValue, detail: "\(phase): cancelled")
+    }
+
+    /// The agent closed the connection itself, for `reason`.
+    static func closedByAgent(_ detail: String) -> CoreFailure {
+        CoreFailure(status: OTA_ERR_CLOSED.rawValue, detail: detail)
     }
 }
 

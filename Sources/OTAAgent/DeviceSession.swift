@@ -46,6 +46,8 @@ struct SessionContext: Sendable {
     let diceAuth: DiceAuthClient
     /// Bounds the handshakes computing at once (see `handshake(_:)`).
     let handshakes: FairGate
+    /// Bounds connections per address and before attestation (see `ConnectionLimits`).
+    let limits: ConnectionLimits
     let deadlines: Deadlines
     let cancel: CancelSource
     let logger: Logger
@@ -63,8 +65,12 @@ struct SessionContext: Sendable {
 struct DeviceSession {
     let context: SessionContext
     let peer: String
+    let ticket: ConnectionLimits.Ticket
+    let fd: Int32
 
-    func run(fd: Int32) -> SessionRecord {
+    /// Serves the device on `fd` (owned from now on) to the end of its connection.
+    func run() -> SessionRecord {
+        defer { context.limits.ended(ticket) }
         let clock = ContinuousClock()
         let start = clock.now
         var record = SessionRecord(peer: peer)
@@ -88,6 +94,7 @@ struct DeviceSession {
 
             record.phase = .certificate
             let der = try connection.readCertificate(within: context.deadlines.certificate)
+            context.limits.certificateReceived(ticket)
             let certificateComplete = ContinuousClock.now
             record.certificate = AttestationCertificate.identity(ofDER: der)
 
@@ -120,12 +127,29 @@ struct DeviceSession {
     /// once for the hello and again from the moment the slot is granted, so time spent queueing
     /// behind other devices never counts against this one.
     private func handshake(_ connection: DeviceConnection) throws(CoreFailure) {
-        try connection.waitForHello(within: context.deadlines.handshake)
+        try waitForHello(connection)
         guard context.handshakes.acquire(until: nil) else {
             throw .cancelled(in: "handshake")
         }
         defer { context.handshakes.release() }
         try connection.handshake(within: context.deadlines.handshake)
+    }
+
+    /// Waits for the device's first bytes. Until they come this session may be closed to make
+    /// room for newer connections (see `ConnectionLimits`).
+    private func waitForHello(_ connection: DeviceConnection) throws(CoreFailure) {
+        context.limits.waitingForHello(ticket, fd: fd)
+        var failure: CoreFailure?
+        do throws(CoreFailure) {
+            try connection.waitForHello(within: context.deadlines.handshake)
+        } catch {
+            failure = error
+        }
+        if context.limits.helloWaitEnded(ticket) {
+            throw .closedByAgent(
+                "handshake: closed to make room: too many connections before attestation, this one silent")
+        }
+        if let failure { throw failure }
     }
 
     /// Asks Dice-Auth; true only for a verified device.

@@ -37,7 +37,9 @@ public struct VerificationReport: Sendable {
 /// `verify` blocks its calling thread for up to the decision deadline: call it from a thread
 /// of the agent's own, never from Swift's cooperative pool. It fails closed: only HTTP 200 is
 /// `.verified`. Transport errors, time-outs, 429 and 5xx are retried per the policy; other
-/// statuses are final. Redirects are not followed.
+/// statuses are final. Redirects are not followed. An https Dice-Auth is always verified
+/// (against the system store or `caPath`), and a TLS failure is a final `.unavailable`,
+/// never a reason to try without verification.
 public final class DiceAuthClient: @unchecked Sendable {
     /// The most of an answer's body read; a longer answer is malformed.
     static let maxAnswerBytes = 64 * 1024
@@ -157,7 +159,7 @@ public final class DiceAuthClient: @unchecked Sendable {
         let code = body.withUnsafeMutableBytes { bodyBytes in
             withExtendedLifetime(exchange) {
                 configure(handle, body: bodyBytes, headers: headers, timeout: timeout,
-                          exchange: Unmanaged.passUnretained(exchange).toOpaque())
+                          exchange: Unmanaged.passUnretained(exchange).toOpaque(), errorText: exchange.errorText)
                 return curl_easy_perform(handle)
             }
         }
@@ -166,7 +168,7 @@ public final class DiceAuthClient: @unchecked Sendable {
 
     private func configure(_ handle: UnsafeMutableRawPointer, body: UnsafeMutableRawBufferPointer,
                            headers: UnsafeMutablePointer<curl_slist>?, timeout: Duration,
-                           exchange: UnsafeMutableRawPointer)
+                           exchange: UnsafeMutableRawPointer, errorText: UnsafeMutablePointer<CChar>)
     {
         ota_curl_set_string(handle, CURLOPT_URL, url)
         ota_curl_set_long(handle, CURLOPT_POST, 1)
@@ -182,9 +184,20 @@ public final class DiceAuthClient: @unchecked Sendable {
         ota_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT_MS,
                           Int(min(settings.retry.connectTimeout, timeout).milliseconds))
         ota_curl_set_long(handle, CURLOPT_TIMEOUT_MS, Int(timeout.milliseconds))
+        // curl's defaults, set anyway: nothing here may ever turn verification off.
+        ota_curl_set_long(handle, CURLOPT_SSL_VERIFYPEER, 1)
+        ota_curl_set_long(handle, CURLOPT_SSL_VERIFYHOST, 2)
         if let caPath = settings.caPath {
             ota_curl_set_string(handle, CURLOPT_CAINFO, caPath)
         }
+        // Mutual TLS: curl reads both files per connection; only their paths are kept here.
+        if let certificate = settings.clientCertificatePath, let key = settings.clientKeyPath {
+            ota_curl_set_string(handle, CURLOPT_SSLCERT, certificate)
+            ota_curl_set_string(handle, CURLOPT_SSLCERTTYPE, "PEM")
+            ota_curl_set_string(handle, CURLOPT_SSLKEY, key)
+            ota_curl_set_string(handle, CURLOPT_SSLKEYTYPE, "PEM")
+        }
+        ota_curl_set_pointer(handle, CURLOPT_ERRORBUFFER, UnsafeMutableRawPointer(errorText))
         ota_curl_set_data_function(handle, CURLOPT_WRITEFUNCTION) { data, size, count, context in
             let exchange = Unmanaged<Exchange>.fromOpaque(context!).takeUnretainedValue()
             return exchange.take(data, size * count)
@@ -208,8 +221,10 @@ public final class DiceAuthClient: @unchecked Sendable {
             return Attempt(verdict: .unavailable(reason: "cancelled"), retryable: false)
         }
         if code != CURLE_OK {
-            let reason = String(cString: curl_easy_strerror(code))
-            return Attempt(verdict: .unavailable(reason: reason), retryable: !Self.isFinal(code))
+            let detail = exchange.errorDetail
+            let final = Self.isFinal(code) || Self.isCertificateAlert(code, detail: detail)
+            let reason = Self.describe(code, detail: detail, final: final)
+            return Attempt(verdict: .unavailable(reason: reason), retryable: !final)
         }
 
         var status = 0
@@ -226,10 +241,45 @@ public final class DiceAuthClient: @unchecked Sendable {
     }
 
     /// Failures that trying again cannot mend: a URL curl cannot use (checked at start too),
-    /// and an https Dice-Auth whose certificate does not verify.
-    private static func isFinal(_ code: CURLcode) -> Bool {
+    /// an https Dice-Auth whose certificate does not verify, and client certificate files
+    /// curl cannot use or Dice-Auth says it wants.
+    static func isFinal(_ code: CURLcode) -> Bool {
         [CURLE_URL_MALFORMAT, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE,
-         CURLE_SSL_CERTPROBLEM].contains(code)
+         CURLE_SSL_CERTPROBLEM, CURLE_SSL_CLIENTCERT, CURLE_SSL_ISSUER_ERROR,
+         CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS].contains(code)
+    }
+
+    /// Dice-Auth refusing the agent's client certificate (or its absence). Under TLS 1.3 the
+    /// server judges the client certificate after the client has finished its handshake, so
+    /// curl reports the server's alert on the first read or write with a generic code (55, 56;
+    /// 35 under TLS 1.2), the same codes as a connection reset that a retry may mend. Only
+    /// OpenSSL's text of the alert tells them apart: it names the alert ("tlsv13 alert
+    /// certificate required", "tlsv1 alert unknown ca", "sslv3 alert bad certificate"). A
+    /// server that resets without an alert stays a retried transport error, still ending
+    /// without a verdict.
+    static func isCertificateAlert(_ code: CURLcode, detail: String) -> Bool {
+        guard [CURLE_SSL_CONNECT_ERROR, CURLE_SEND_ERROR, CURLE_RECV_ERROR].contains(code) else {
+            return false
+        }
+        let text = detail.lowercased()
+        guard text.contains("alert") else { return false }
+        return ["certificate", "unknown ca", "access denied"].contains { text.contains($0) }
+    }
+
+    /// The reason in the logs: what kind of failure, then curl's own detail when it gave one.
+    static func describe(_ code: CURLcode, detail: String, final: Bool) -> String {
+        let summary = String(cString: curl_easy_strerror(code))
+        let text = detail.isEmpty ? summary : detail
+        if code == CURLE_PEER_FAILED_VERIFICATION {
+            return "Dice-Auth's TLS certificate does not verify: \(text)"
+        }
+        if isCertificateAlert(code, detail: detail) {
+            return "Dice-Auth refused the TLS client certificate: \(text)"
+        }
+        if final && code != CURLE_URL_MALFORMAT {
+            return "TLS to Dice-Auth failed: \(text)"
+        }
+        return text
     }
 
     /// State shared with curl's callbacks during one request.
@@ -237,8 +287,22 @@ public final class DiceAuthClient: @unchecked Sendable {
         let cancel: CancelSource
         private(set) var received = 0
         private(set) var overflowed = false
+        /// curl's CURLOPT_ERRORBUFFER: the detail of a failure (OpenSSL's text for TLS).
+        let errorText: UnsafeMutablePointer<CChar>
 
-        init(cancel: CancelSource) { self.cancel = cancel }
+        init(cancel: CancelSource) {
+            self.cancel = cancel
+            errorText = .allocate(capacity: Int(CURL_ERROR_SIZE))
+            errorText.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE))
+        }
+
+        deinit { errorText.deallocate() }
+
+        /// The error buffer's text on one line, without curl's trailing newline.
+        var errorDetail: String {
+            String(cString: errorText).split(whereSeparator: \.isNewline).joined(separator: " ")
+                .trimmingCharacters(in: .whitespaces)
+        }
 
         /// Counts the body without keeping it: only the status decides.
         func take(_ data: UnsafeMutablePointer<CChar>?, _ length: Int) -> Int {

@@ -11,6 +11,8 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case timeout = "OTA_TIMEOUT"
     case maxConcurrent = "OTA_MAX_CONCURRENT"
     case maxHandshakes = "OTA_MAX_HANDSHAKES"
+    case maxPerAddress = "OTA_MAX_PER_ADDRESS"
+    case maxUnattested = "OTA_MAX_UNATTESTED"
     case gracePeriod = "OTA_GRACE_PERIOD"
     case deadlineScale = "OTA_DEADLINE_SCALE"
     case handshakeTimeout = "OTA_HANDSHAKE_TIMEOUT"
@@ -20,7 +22,11 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case transferTimeout = "OTA_TRANSFER_TIMEOUT"
     case closeTimeout = "OTA_CLOSE_TIMEOUT"
     case diceAuthCAPath = "DICE_AUTH_CA_PATH"
+    case diceAuthClientCertificatePath = "DICE_AUTH_CLIENT_CERT_PATH"
+    case diceAuthClientKeyPath = "DICE_AUTH_CLIENT_KEY_PATH"
     case diceAuthConcurrency = "OTA_DICE_AUTH_CONCURRENCY"
+    case tlsCiphers = "OTA_TLS_CIPHERS"
+    case tlsMinVersion = "OTA_TLS_MIN_VERSION"
     case logLevel = "OTA_LOG_LEVEL"
 }
 

@@ -125,13 +125,19 @@ public final class Logger: @unchecked Sendable {
     static func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        var seconds = now.tv_sec
+        return utc(seconds: Int64(now.tv_sec), milliseconds: now.tv_nsec / 1_000_000)
+    }
+
+    /// A moment as "2026-12-04T17:10:00Z", or with milliseconds "2026-12-04T17:10:00.123Z".
+    static func utc(seconds: Int64, milliseconds: Int? = nil) -> String {
+        var moment = time_t(seconds)
         var parts = tm()
-        gmtime_r(&seconds, &parts)
+        gmtime_r(&moment, &parts)
         let date = "\(digits(Int(parts.tm_year) + 1900, 4))-\(digits(Int(parts.tm_mon) + 1, 2))-"
             + digits(Int(parts.tm_mday), 2)
-        let time = "\(digits(Int(parts.tm_hour), 2)):\(digits(Int(parts.tm_min), 2)):"
-            + "\(digits(Int(parts.tm_sec), 2)).\(digits(now.tv_nsec / 1_000_000, 3))"
+        var time = "\(digits(Int(parts.tm_hour), 2)):\(digits(Int(parts.tm_min), 2)):"
+            + digits(Int(parts.tm_sec), 2)
+        if let milliseconds { time += ".\(digits(milliseconds, 3))" }
         return "\(date)T\(time)Z"
     }
 

@@ -45,6 +45,13 @@ struct ConfigurationTests {
         Misconfiguration(testDescription: "image is a directory",
                          breakEnvironment: { env, folder in env["NEW_FIRMWARE_PATH"] = folder.path },
                          names: ["NEW_FIRMWARE_PATH"]),
+        Misconfiguration(testDescription: "image is a FIFO",
+                         breakEnvironment: { env, folder in
+                             let fifo = folder.appendingPathComponent("image.fifo").path
+                             guard mkfifo(fifo, 0o600) == 0 else { throw HarnessError("mkfifo: errno \(errno)") }
+                             env["NEW_FIRMWARE_PATH"] = fifo
+                         },
+                         names: ["NEW_FIRMWARE_PATH"]),
         Misconfiguration(testDescription: "certificate and key do not match",
                          breakEnvironment: { env, _ in
                              env["SERVER_KEY_PATH"] = Fixtures.certificate("agent-ec.key").path

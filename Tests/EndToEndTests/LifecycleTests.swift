@@ -84,8 +84,9 @@ struct LifecycleTests {
         defer { testbed.stop() }
         let (verifier, agent) = (testbed.verifier, testbed.agent)
 
+        // About 15 s of reading: still running at the second signal even on a slow (sanitized) build.
         async let slow = DeviceSimulator.run(
-            port: agent.port, options: ["--read-size", "4096", "--read-pause-ms", "50"], within: .seconds(30))
+            port: agent.port, options: ["--read-size", "4096", "--read-pause-ms", "200"], within: .seconds(30))
         _ = await agent.waitForLog("verdict")
         agent.child.send(SIGTERM)
         _ = await agent.waitForLog("stopping")

@@ -38,6 +38,40 @@ struct TransferTests {
         #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(143), "\(agent.transcript)")
     }
 
+    /// A device that keeps reading, but too slowly to finish within the whole-transfer deadline,
+    /// never stalls; the transfer deadline ends it all the same, with a reset.
+    @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
+    func transferPastItsWholeDeadlineIsResetThoughTheDeviceNeverStalls() async throws {
+        let scratch = try ScratchFolder()
+        defer { scratch.remove() }
+        // Far more than both ends' socket buffers hold, so the transfer phase lasts.
+        let imageURL = try scratch.write("large.bin", [UInt8](repeating: 0x3C, count: 16 << 20))
+        let image = try await ServedImage.of(imageURL)
+        let testbed = try await Testbed.start(
+            settings: ["OTA_MODE": "serve", "OTA_TRANSFER_TIMEOUT": "1.5", "OTA_STALL_TIMEOUT": "10"],
+            image: image.url)
+        defer { testbed.stop() }
+        let agent = testbed.agent
+
+        // About 320 kB/s: some progress every 50 ms, 50 s for the whole image.
+        let run = try await DeviceSimulator.run(
+            port: agent.port, options: ["--read-size", "16384", "--read-pause-ms", "50"], within: .seconds(25))
+
+        let sessionEnd = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
+        #expect(sessionEnd["outcome"] == "failed" && sessionEnd["phase"] == "transfer", "\(sessionEnd)")
+        #expect(sessionEnd["reason"] == "transfer: whole-transfer deadline passed", "\(sessionEnd)")
+        #expect(sessionEnd.integer("ms").map { $0 >= 1500 && $0 < 8000 } == true, "\(sessionEnd)")
+        let device = try #require(run.onlyDevice())
+        #expect(device.outcome == "error" && device.end == nil, "\(device)\n\(run.transcript)")
+        #expect((device.bytes ?? .max) < image.size, "\(device)")
+
+        // The agent goes on serving (a next device would get the same 1.5 s, too short for this
+        // image on a slow build, so only the process is checked here).
+        #expect(agent.child.isRunning, "\(agent.transcript)")
+        agent.child.send(SIGTERM)
+        #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(0), "\(agent.transcript)")
+    }
+
     /// The sample image fits in the socket buffers, so the agent's last write returns long before the
     /// device has read it. A device that gives up then must not count as updated, nor end a once run.
     @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))

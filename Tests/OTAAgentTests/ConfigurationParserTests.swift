@@ -58,10 +58,14 @@ private let badValues: [BadValue] = [
     BadValue(flag: "--mode", variable: "OTA_MODE", value: "sometimes"),
     BadValue(flag: "--max-concurrent", variable: "OTA_MAX_CONCURRENT", value: "0"),
     BadValue(flag: "--max-handshakes", variable: "OTA_MAX_HANDSHAKES", value: "0"),
+    BadValue(flag: "--max-per-address", variable: "OTA_MAX_PER_ADDRESS", value: "0"),
+    BadValue(flag: "--max-unattested", variable: "OTA_MAX_UNATTESTED", value: "-1"),
     BadValue(flag: "--deadline-scale", variable: "OTA_DEADLINE_SCALE", value: "0"),
     BadValue(flag: "--deadline-scale", variable: "OTA_DEADLINE_SCALE", value: "1001"),
     BadValue(flag: "--deadline-scale", variable: "OTA_DEADLINE_SCALE", value: "double"),
     BadValue(flag: "--log-level", variable: "OTA_LOG_LEVEL", value: "loud"),
+    BadValue(flag: "--tls-min-version", variable: "OTA_TLS_MIN_VERSION", value: "1.1"),
+    BadValue(flag: "--tls-min-version", variable: "OTA_TLS_MIN_VERSION", value: "TLSv1.3"),
     BadValue(flag: "--dice-auth-url", variable: "DICE_AUTH_URL", value: "ftp://dice-auth.local/verify"),
     BadValue(flag: "--dice-auth-url", variable: "DICE_AUTH_URL", value: "http://"),
     BadValue(flag: "--dice-auth-url", variable: "DICE_AUTH_URL", value: "https:///verify"),
@@ -84,10 +88,13 @@ struct ConfigurationParserTests {
         #expect(parsed.timeout == nil)
         #expect(parsed.maxConcurrent == 64)
         #expect(parsed.maxHandshakes == 8 * ProcessInfo.processInfo.activeProcessorCount)
+        #expect(parsed.maxPerAddress == 8)
+        #expect(parsed.maxUnattested == 32)
         #expect(parsed.gracePeriod == .seconds(60))
         #expect(parsed.deadlines == Deadlines())
         #expect(parsed.logLevel == .info)
         #expect(parsed.diceAuth.caPath == nil)
+        #expect(parsed.diceAuth.clientCertificatePath == nil && parsed.diceAuth.clientKeyPath == nil)
     }
 
     @Test("each missing required setting is a configuration error naming its variable and flag",
@@ -251,16 +258,56 @@ struct ConfigurationParserTests {
     @Test("the other settings: bind address, bounds, grace period, CA path, log level")
     func otherSettings() throws {
         let parsed = try configuration(["--bind", "::1", "--max-concurrent", "3", "--max-handshakes", "2",
+                                        "--max-per-address", "5", "--max-unattested", "7",
                                         "--grace-period", "0.5",
                                         "--dice-auth-ca", "/etc/ota/ca.pem", "--log-level", "WARN",
                                         "--timeout", "30"])
         #expect(parsed.bindAddress == "::1")
         #expect(parsed.maxConcurrent == 3)
         #expect(parsed.maxHandshakes == 2)
+        #expect(parsed.maxPerAddress == 5)
+        #expect(parsed.maxUnattested == 7)
         #expect(parsed.gracePeriod == .milliseconds(500))
         #expect(parsed.diceAuth.caPath == "/etc/ota/ca.pem")
         #expect(parsed.logLevel == .warning)
         #expect(parsed.timeout == .seconds(30))
+    }
+
+    @Test("the Dice-Auth client certificate and key come from flags or variables; a flag wins")
+    func diceAuthClientCertificate() throws {
+        let fromFlags = try configuration(["--dice-auth-client-cert", "/etc/ota/client.crt",
+                                           "--dice-auth-client-key=/etc/ota/client.key"]).diceAuth
+        #expect(fromFlags.clientCertificatePath == "/etc/ota/client.crt")
+        #expect(fromFlags.clientKeyPath == "/etc/ota/client.key")
+
+        var environment = requiredEnvironment
+        environment["DICE_AUTH_CLIENT_CERT_PATH"] = "/env/client.crt"
+        environment["DICE_AUTH_CLIENT_KEY_PATH"] = "/env/client.key"
+        let fromEnvironment = try configuration([], environment: environment).diceAuth
+        #expect(fromEnvironment.clientCertificatePath == "/env/client.crt")
+        #expect(fromEnvironment.clientKeyPath == "/env/client.key")
+
+        let mixed = try configuration(["--dice-auth-client-key", "/flag/client.key"], environment: environment)
+        #expect(mixed.diceAuth.clientCertificatePath == "/env/client.crt")
+        #expect(mixed.diceAuth.clientKeyPath == "/flag/client.key")
+    }
+
+    @Test("a Dice-Auth client certificate without its key, or the key alone, is refused naming both",
+          arguments: [
+              (["--dice-auth-client-cert", "/c.crt"], [:], "--dice-auth-client-cert"),
+              (["--dice-auth-client-key", "/c.key"], [:], "--dice-auth-client-key"),
+              ([], ["DICE_AUTH_CLIENT_CERT_PATH": "/c.crt"], "DICE_AUTH_CLIENT_CERT_PATH"),
+              ([], ["DICE_AUTH_CLIENT_KEY_PATH": "/c.key"], "DICE_AUTH_CLIENT_KEY_PATH"),
+              ([], ["DICE_AUTH_CLIENT_KEY_PATH": "/c.key", "DICE_AUTH_CLIENT_CERT_PATH": ""],
+               "DICE_AUTH_CLIENT_KEY_PATH"),
+          ])
+    func diceAuthClientCertificateWithoutKey(arguments: [String], variables: [String: String], given: String) {
+        let environment = requiredEnvironment.merging(variables) { _, new in new }
+        let message = refusal(arguments, environment: environment)
+        #expect(message.contains(given), "names the setting as given: \(message)")
+        let missingVariable = given.contains("CERT") || given.contains("cert")
+            ? "DICE_AUTH_CLIENT_KEY_PATH" : "DICE_AUTH_CLIENT_CERT_PATH"
+        #expect(message.contains(missingVariable), "names the missing one: \(message)")
     }
 }
 
@@ -294,5 +341,36 @@ struct ConfigurationFirstUseTests {
           arguments: ["http://127.0.0.1:99999/verify", "http://[::1/verify"])
     func urlCurlWouldRefuse(url: String) {
         #expect(refusal(["--dice-auth-url", url]).contains("--dice-auth-url"))
+    }
+}
+
+@Suite("ConfigurationParser: TLS policy settings")
+struct TLSSettingsParserTests {
+    @Test("by default no cipher list and TLS 1.2 at least")
+    func defaults() throws {
+        let parsed = try configuration([])
+        #expect(parsed.tls.ciphers == nil)
+        #expect(parsed.tls.minimumVersion == .tls12)
+    }
+
+    @Test("the cipher list and minimum version come from flags or variables; a flag wins")
+    func flagsAndVariables() throws {
+        var environment = requiredEnvironment
+        environment["OTA_TLS_CIPHERS"] = "ECDHE-RSA-AES128-GCM-SHA256"
+        environment["OTA_TLS_MIN_VERSION"] = "1.3"
+        let fromVariables = try configuration([], environment: environment)
+        #expect(fromVariables.tls.ciphers == "ECDHE-RSA-AES128-GCM-SHA256")
+        #expect(fromVariables.tls.minimumVersion == .tls13)
+
+        let fromFlags = try configuration(["--tls-ciphers=ECDHE-RSA-AES256-GCM-SHA384", "--tls-min-version", "1.2"],
+                                          environment: environment)
+        #expect(fromFlags.tls.ciphers == "ECDHE-RSA-AES256-GCM-SHA384")
+        #expect(fromFlags.tls.minimumVersion == .tls12)
+    }
+
+    @Test("a bad minimum version names the setting and the allowed values")
+    func badMinimumVersion() {
+        let message = refusal(["--tls-min-version", "1.0"])
+        #expect(message.contains("--tls-min-version") && message.contains("1.2 or 1.3"), "\(message)")
     }
 }

@@ -11,9 +11,13 @@ private final class Session {
     let conn: OpaquePointer
 
     init(cancel: OpaquePointer? = nil) throws {
-        config = try #require(ota_server_config_new(Fixture.path("agent-ec.crt"), Fixture.path("agent-ec.key"),
-                                                    nil, nil, 0))
-        listener = try #require(ota_listener_new("127.0.0.1", 0, 4, nil, nil, 0))
+        // C calls outside #require: inside the macro a String's temporary C copy can be freed
+        // before the call reads it (AddressSanitizer found it).
+        let newConfig = ota_server_config_new(Fixture.path("agent-ec.crt"), Fixture.path("agent-ec.key"),
+                                              nil, nil, 0)
+        config = try #require(newConfig)
+        let newListener = ota_listener_new("127.0.0.1", 0, 4, nil, nil, 0)
+        listener = try #require(newListener)
         client = try connectLoopback(port: ota_listener_port(listener)).fd
         var fd: Int32 = -1
         var peer = [CChar](repeating: 0, count: 64)
@@ -105,7 +109,8 @@ struct ConnTests {
         var buffer = [UInt8](repeating: 0, count: 64)
         var length = 99
         #expect(ota_conn_read_certificate(session.conn, &buffer, buffer.count, &length, 10) == code(OTA_ERR_USAGE))
-        let image = try #require(ota_image_open(Fixture.path("device.der"), nil, nil, 0))
+        let opened = ota_image_open(Fixture.path("device.der"), nil, nil, 0)
+        let image = try #require(opened)
         defer { ota_image_free(image) }
         var limits = ota_transfer_limits(stall_timeout_ms: 10, total_timeout_ms: 10)
         var sent: UInt64 = 99
@@ -120,8 +125,8 @@ struct ConnTests {
     @Test("NULL connection, config, buffers, image or limits are usage errors; NULL getters give \"\"")
     func nullArguments() throws {
         #expect(ota_conn_new(nil, -1, nil) == nil)
-        let config = try #require(ota_server_config_new(Fixture.path("agent-ec.crt"), Fixture.path("agent-ec.key"),
-                                                        nil, nil, 0))
+        let created = ota_server_config_new(Fixture.path("agent-ec.crt"), Fixture.path("agent-ec.key"), nil, nil, 0)
+        let config = try #require(created)
         defer { ota_server_config_free(config) }
         #expect(ota_conn_new(config, -1, nil) == nil)
 
@@ -146,7 +151,8 @@ struct ConnTests {
         let session = try Session()
         #expect(ota_conn_read_certificate(session.conn, nil, 64, &length, 10) == code(OTA_ERR_USAGE))
         #expect(ota_conn_read_certificate(session.conn, &buffer, buffer.count, nil, 10) == code(OTA_ERR_USAGE))
-        let image = try #require(ota_image_open(Fixture.path("device.der"), nil, nil, 0))
+        let opened = ota_image_open(Fixture.path("device.der"), nil, nil, 0)
+        let image = try #require(opened)
         defer { ota_image_free(image) }
         #expect(ota_conn_send_image(session.conn, nil, &limits, nil, nil, &sent) == code(OTA_ERR_USAGE))
         #expect(ota_conn_send_image(session.conn, image, nil, nil, nil, &sent) == code(OTA_ERR_USAGE))

@@ -199,6 +199,7 @@ struct ListenerTests {
         ota_listener_free(nil)
 
         // NULL status and detail are allowed on failure too.
-        #expect(ota_listener_new("not-an-address", 0, 16, nil, nil, 0) == nil)
+        let unparsable = ota_listener_new("not-an-address", 0, 16, nil, nil, 0)
+        #expect(unparsable == nil)
     }
 }

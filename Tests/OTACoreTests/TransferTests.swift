@@ -14,12 +14,15 @@ struct CoreTransferTests {
         let received = directory.path("received.bin")
 
         var status: Int32 = 0
-        let image = try #require(ota_image_open(imagePath, &status, nil, 0))
+        let openedImage = ota_image_open(imagePath, &status, nil, 0)
+        let image = try #require(openedImage)
         defer { ota_image_free(image) }
-        let config = try #require(ota_server_config_new(Fixture.path("agent-rsa.crt"), Fixture.path("agent-rsa.key"),
-                                                        &status, nil, 0))
+        let created = ota_server_config_new(Fixture.path("agent-rsa.crt"), Fixture.path("agent-rsa.key"),
+                                            &status, nil, 0)
+        let config = try #require(created)
         defer { ota_server_config_free(config) }
-        let listener = try #require(ota_listener_new("127.0.0.1", 0, 4, &status, nil, 0))
+        let opened = ota_listener_new("127.0.0.1", 0, 4, &status, nil, 0)
+        let listener = try #require(opened)
         defer { ota_listener_free(listener) }
 
         let client = try startClient(port: ota_listener_port(listener), output: received)

@@ -56,6 +56,14 @@ const char *ota_backend_name(void);
 /* The backend library's version text, e.g. "OpenSSL 3.0.19 ...". Static storage. */
 const char *ota_backend_version(void);
 
+/*
+ * Frees what the TLS library keeps for the calling thread (OpenSSL's per-thread random and
+ * error state). Call it at the end of a thread that ran connections, before the thread tells
+ * others it is done: the process may then exit, and the library's clean-up at exit must not
+ * meet a thread still inside it. Harmless to call more than once.
+ */
+void ota_thread_done(void);
+
 /* ---- logging ------------------------------------------------------------------------------ */
 
 typedef enum ota_log_level {
@@ -174,7 +182,7 @@ typedef struct ota_server_config ota_server_config;
 /*
  * Loads the server certificate (PEM) and private key (PEM) and checks that they match.
  * RSA and ECDSA P-256 keys work. TLS 1.2 at least (what the field devices speak); TLS 1.3
- * too where the backend has it.
+ * too where the backend has it. The default TLS policy (see ota_server_config_new_with_policy).
  * On failure returns NULL, sets `*status` (OTA_ERR_CONFIG or OTA_ERR_IO) and writes a message
  * naming the file and the cause to `detail`. The message starts with "certificate: ",
  * "private key: " or "certificate and key: " (a mismatch), saying which input is at fault.
@@ -182,6 +190,46 @@ typedef struct ota_server_config ota_server_config;
  */
 ota_server_config *ota_server_config_new(const char *certificate_path, const char *key_path,
                                          int *status, char *detail, size_t detail_size);
+
+/* TLS protocol versions, as on the wire, for ota_server_config_new_with_policy. */
+#define OTA_TLS_1_2 0x0303
+#define OTA_TLS_1_3 0x0304
+
+/*
+ * Like ota_server_config_new, with a TLS policy stricter than the default. The default
+ * (`ciphers` NULL or "", `min_version` 0) is TLS 1.2 and 1.3, ECDHE key exchange with AES-GCM
+ * or ChaCha20-Poly1305, AES-GCM first, in this order:
+ *   ECDHE-ECDSA-AES128-GCM-SHA256 ECDHE-RSA-AES128-GCM-SHA256 ECDHE-ECDSA-AES256-GCM-SHA384
+ *   ECDHE-RSA-AES256-GCM-SHA384 ECDHE-ECDSA-CHACHA20-POLY1305 ECDHE-RSA-CHACHA20-POLY1305
+ *   TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256 (TLS 1.3)
+ * Groups X25519, P-256, P-384; no renegotiation, compression, session tickets or resumption.
+ *
+ * `ciphers`: suite names separated by ':' or ',' (spaces ignored), the server's preference in
+ * the order given. Each name is the OpenSSL name above or the IANA name
+ * ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"), whatever the backend; case is ignored and '-'
+ * equals '_' (so mbedTLS's names work too). Only suites of the default list may be named:
+ * anything else (a non-ECDHE or non-AEAD suite, CCM, OpenSSL keywords such as "HIGH", an
+ * unknown name) fails with OTA_ERR_CONFIG. The list can narrow the policy, never widen it.
+ * TLS 1.3 suites are skipped on a backend without TLS 1.3, TLS 1.2 suites when `min_version`
+ * is 1.3. A list left with no suite, or with no TLS 1.2 suite while TLS 1.2 is allowed (the
+ * field devices would be locked out), fails with OTA_ERR_CONFIG.
+ * `min_version`: 0 or OTA_TLS_1_2 (the default), or OTA_TLS_1_3; another value is
+ * OTA_ERR_USAGE. OTA_TLS_1_3 locks out every TLS 1.2-only device (today's whole fleet), and
+ * the mbedTLS backend (2.28, no TLS 1.3) refuses it with OTA_ERR_CONFIG.
+ * Policy failures write a detail starting with "tls ciphers: " or "tls min version: " and are
+ * reported before the files are read. Both strings are only read during the call.
+ */
+ota_server_config *ota_server_config_new_with_policy(const char *certificate_path,
+                                                     const char *key_path, const char *ciphers,
+                                                     int min_version, int *status, char *detail,
+                                                     size_t detail_size);
+
+/* The suites in effect, OpenSSL names joined by ':' in preference order, only those the
+ * backend and minimum version can negotiate. Owned by `config`; "" for NULL. */
+const char *ota_server_config_ciphers(const ota_server_config *config);
+
+/* The minimum protocol version in effect: OTA_TLS_1_2 or OTA_TLS_1_3; 0 for NULL. */
+int ota_server_config_min_version(const ota_server_config *config);
 
 /* The server certificate's identity and dates, for start-up checks. */
 int ota_server_config_certificate(const ota_server_config *config, ota_cert_info *info);
@@ -217,6 +265,13 @@ int ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel
 void ota_listener_interrupt(ota_listener *listener);
 
 /*
+ * Closes an accepted socket with a TCP reset instead of serving it, so the client learns at
+ * once that it was turned away (a device treats a plain close after data as a complete image;
+ * a reset is always an error). Takes ownership of `fd`.
+ */
+void ota_listener_refuse(int fd);
+
+/*
  * Closes the listening socket now, so that new connections are refused rather than left
  * waiting in the queue; the handle stays valid and every later accept returns
  * OTA_ERR_CANCELLED. Call it from the thread that accepts, once it has stopped accepting.
@@ -231,7 +286,7 @@ void ota_listener_free(ota_listener *listener);
 typedef struct ota_image ota_image;
 
 /*
- * Opens the image once, read-only, and records its size, mtime and ctime. Every transfer reads
+ * Opens the image once, read-only, and records its size and mtime. Every transfer reads
  * it by offset (never the shared file position, never a mapping). Refuses a path that is not a
  * regular file with OTA_ERR_CONFIG. An empty file is accepted: its transfer sends no byte and
  * ends cleanly (the agent itself refuses empty images at start).
@@ -239,8 +294,15 @@ typedef struct ota_image ota_image;
 ota_image *ota_image_open(const char *path, int *status, char *detail, size_t detail_size);
 uint64_t ota_image_size(const ota_image *image);
 
-/* OTA_OK when size, mtime and ctime still equal those seen at open, else OTA_ERR_CHANGED. */
+/*
+ * OTA_OK when the opened file's size and mtime still equal those seen at open, else
+ * OTA_ERR_CHANGED. A file renamed over the path, or the path deleted, is no change: the open
+ * image keeps its bytes (see ota_image_path_names_image).
+ */
 int ota_image_check_unchanged(const ota_image *image);
+
+/* 1 when `path` still names the opened file; 0 once it was replaced, deleted or is unreadable. */
+int ota_image_path_names_image(const ota_image *image, const char *path);
 
 /* SHA-256 of the image as it is on disk now (read by offset in fixed-size blocks). */
 int ota_image_sha256(const ota_image *image, uint8_t digest[32]);

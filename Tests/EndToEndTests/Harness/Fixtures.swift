@@ -43,10 +43,18 @@ enum Fixtures {
     }
 
     /// The environment every child starts from: nothing of the test runner's leaks in.
-    static let baseEnvironment: [String: String] = [
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-    ]
+    static let baseEnvironment: [String: String] = {
+        var environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"]
+        // A sanitizer run (scripts/sanitize) sets these for the test runner; the programs under
+        // test are built the same way and need them too. OTA_DEADLINE_SCALE stretches the
+        // agent's deadlines on slow (sanitized) builds.
+        let forwarded = ["ASAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "OTA_DEADLINE_SCALE",
+                         "SWIFT_BACKTRACE"]
+        for name in forwarded {
+            if let value = ProcessInfo.processInfo.environment[name] { environment[name] = value }
+        }
+        return environment
+    }()
 }
 
 /// A folder of its own for one test, removed at the end of the test.
@@ -143,9 +151,10 @@ enum LoopbackSocket {
         }
     }
 
-    /// A TCP connection to 127.0.0.1:`port`, left open for the caller to close.
-    static func connect(port: UInt16) throws -> Int32 {
-        switch connected(port: port) {
+    /// A TCP connection to 127.0.0.1:`port` from the loopback address `source` (any of
+    /// 127.0.0.0/8, to play another client), left open for the caller to close.
+    static func connect(port: UInt16, from source: String? = nil) throws -> Int32 {
+        switch connected(port: port, from: source) {
         case .success(let descriptor): return descriptor
         case .failure(let error): throw HarnessError("connect to 127.0.0.1:\(port): errno \(error.code)")
         }
@@ -153,10 +162,25 @@ enum LoopbackSocket {
 
     struct ConnectError: Error { let code: Int32 }
 
-    private static func connected(port: UInt16) -> Result<Int32, ConnectError> {
+    private static func connected(port: UInt16, from source: String? = nil) -> Result<Int32, ConnectError> {
         DescriptorCreation.serialized {
             let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard descriptor >= 0 else { return .failure(ConnectError(code: errno)) }
+            if let source {
+                var local = sockaddr_in()
+                local.sin_family = sa_family_t(AF_INET)
+                local.sin_addr.s_addr = inet_addr(source)
+                let bound = withUnsafePointer(to: &local) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
+                guard bound == 0 else {
+                    let code = errno
+                    close(descriptor)
+                    return .failure(ConnectError(code: code))
+                }
+            }
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
