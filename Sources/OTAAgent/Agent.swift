@@ -34,8 +34,13 @@ public final class Agent: @unchecked Sendable {
     private let onSession: (@Sendable (SessionRecord) -> Void)?
     private let state = RunState()
 
-    private var listener: Listener?
-    private var context: SessionContext?
+    /// Set once by `start()`, read by `run()`, by sessions and by `stop(signal:)`, which may run
+    /// on another thread at any moment (a signal during start): so behind a lock.
+    private let handlesLock = NSLock()
+    private var startedListener: Listener?
+    private var startedContext: SessionContext?
+    private var listener: Listener? { handlesLock.withLock { startedListener } }
+    private var context: SessionContext? { handlesLock.withLock { startedContext } }
 
     public init(configuration: AgentConfiguration, logger: Logger,
                 onSession: (@Sendable (SessionRecord) -> Void)? = nil)
@@ -60,12 +65,15 @@ public final class Agent: @unchecked Sendable {
         let listener = try Listener(bindAddress: configuration.bindAddress, port: configuration.port,
                                     backlog: Int32(clamping: max(1024, configuration.maxConcurrent)))
         let client = DiceAuthClient(url: configuration.diceAuthURL, settings: configuration.diceAuth)
-        context = SessionContext(credentials: credentials, image: image, diceAuth: client,
-                                 handshakes: FairGate(limit: configuration.maxHandshakes),
-                                 limits: ConnectionLimits(perAddress: configuration.maxPerAddress,
-                                                          unattested: configuration.maxUnattested),
-                                 deadlines: configuration.deadlines, cancel: cancel, logger: logger)
-        self.listener = listener
+        let context = SessionContext(credentials: credentials, image: image, diceAuth: client,
+                                     handshakes: FairGate(limit: configuration.maxHandshakes),
+                                     limits: ConnectionLimits(perAddress: configuration.maxPerAddress,
+                                                              unattested: configuration.maxUnattested),
+                                     deadlines: configuration.deadlines, cancel: cancel, logger: logger)
+        handlesLock.withLock {
+            startedContext = context
+            startedListener = listener
+        }
         try logStart(image: image, credentials: credentials)
         logger.info("listening", [LogField("address", listener.address),
                                   LogField("port", listener.port)])

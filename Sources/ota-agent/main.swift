@@ -39,16 +39,30 @@ func raiseOpenFileLimit() {
     setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
-/// SIGINT, SIGTERM and SIGHUP stop the agent gracefully (a second one stops it at once);
-/// the handlers run on a dispatch queue.
-func installStopHandlers(_ agent: Agent) -> [DispatchSourceSignal] {
-    [SIGINT, SIGTERM, SIGHUP].map { number in
-        signal(number, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-        source.setEventHandler { agent.stop(signal: number) }
-        source.resume()
-        return source
+/// The signals that stop the agent: gracefully, and at once when repeated.
+let stopSignals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+
+/// Blocks the stop signals in this thread and every thread started after it, so that one that
+/// arrives before the agent is ready stays pending instead of being lost. Call it first thing.
+func blockStopSignals() -> sigset_t {
+    var set = sigset_t()
+    sigemptyset(&set)
+    for number in stopSignals { sigaddset(&set, number) }
+    pthread_sigmask(SIG_BLOCK, &set, nil)
+    return set
+}
+
+/// Takes the stop signals, pending ones first, on a thread of their own and stops the agent.
+func handleStopSignals(_ set: sigset_t, _ agent: Agent) {
+    let thread = Thread {
+        var waited = set
+        while true {
+            var number: Int32 = 0
+            if sigwait(&waited, &number) == 0 { agent.stop(signal: number) }
+        }
     }
+    thread.name = "ota-agent-signals"
+    thread.start()
 }
 
 func fail(_ error: AgentError) -> Never {
@@ -58,6 +72,7 @@ func fail(_ error: AgentError) -> Never {
 }
 
 func main() -> Never {
+    let stopSet = blockStopSignals()
     ignoreSIGPIPE()
     raiseOpenFileLimit()
 
@@ -78,15 +93,14 @@ func main() -> Never {
         exit(0)
     case .run(let configuration):
         let agent = Agent(configuration: configuration, logger: Logger(level: configuration.logLevel))
+        // Before start: a stop asked for while starting is honoured once the agent runs.
+        handleStopSignals(stopSet, agent)
         do {
             try agent.start()
         } catch {
             fail(error)
         }
-        let handlers = installStopHandlers(agent)
-        let summary = agent.run()
-        withExtendedLifetime(handlers) {}
-        exit(ExitCode.of(summary.outcome))
+        exit(ExitCode.of(agent.run().outcome))
     }
 }
 

@@ -5,6 +5,18 @@ import Testing
 /// How a run ends without an update, and what the tool says about itself.
 @Suite("Lifecycle")
 struct LifecycleTests {
+    /// A stop signal that arrives while the agent is still starting is not lost (nor does it
+    /// kill the process outright): the agent stops as soon as it runs, with its own exit code.
+    @Test(arguments: [0, 2, 5, 20])
+    func stopSignalDuringStartIsHonoured(afterMilliseconds delay: Int) async throws {
+        let child = try Agent.launch(environment: Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL))
+        defer { child.kill() }
+        try await Task.sleep(for: .milliseconds(delay))
+        child.send(SIGTERM)
+
+        #expect(await child.waitForExit(within: .seconds(15)) == .exited(143), "\(child.transcript)")
+    }
+
     @Test func timeoutWithNoDeviceExitsThree() async throws {
         var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL)
         environment["OTA_TIMEOUT"] = "1"
