@@ -98,6 +98,29 @@ public final class Agent: @unchecked Sendable {
         for case let (path?, name) in files {
             try checkReadableFile(path, name: name)
         }
+        // curl reads these only at the first request, where a wrong file would refuse every
+        // device; a certificate file without a PEM certificate is caught here instead. (The
+        // key's contents are never read here: only the library that uses it sees them.)
+        let certificates = [(settings.caPath, files[0].1), (settings.clientCertificatePath, certificateName)]
+        for case let (path?, name) in certificates {
+            let head = FileHandle(forReadingAtPath: path).map { handle in
+                defer { try? handle.close() }
+                return (try? handle.read(upToCount: 1 << 20)) ?? nil
+            } ?? nil
+            guard let head, String(decoding: head, as: UTF8.self).contains("-----BEGIN CERTIFICATE-----") else {
+                throw .configuration("\(name): \(path) holds no PEM certificate")
+            }
+        }
+    }
+
+    /// Over plain http anyone on the path to Dice-Auth can answer 200 and so approve any device.
+    private func warnAboutPlainDiceAuth() {
+        guard let url = URLComponents(string: configuration.diceAuthURL), url.scheme?.lowercased() == "http",
+              let host = url.host?.lowercased() else { return }
+        let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1" || host == "[::1]"
+        guard !loopback else { return }
+        logger.warning("dice-auth-plain-http", [LogField("url", configuration.diceAuthURL), LogField("reason",
+            "verdicts travel unauthenticated: anyone on the path can approve any device; use https")])
     }
 
     private func checkReadableFile(_ path: String, name: String) throws(AgentError) {
@@ -137,6 +160,7 @@ public final class Agent: @unchecked Sendable {
         }
         warnAboutValidity(of: server)
         warnAboutKeyPermissions()
+        warnAboutPlainDiceAuth()
     }
 
     /// Devices that check dates refuse a certificate outside its validity; say so at start.

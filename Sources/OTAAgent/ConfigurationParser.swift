@@ -42,7 +42,7 @@ public enum ConfigurationParser {
         Setting(flag: "--max-per-address", key: .maxPerAddress, value: "N",
                 help: "connections one client address may hold; more are refused (default 8)"),
         Setting(flag: "--max-unattested", key: .maxUnattested, value: "N",
-                help: "connections before their certificate; beyond, the oldest silent one is closed (default 32)"),
+                help: "connections before their certificate; at the bound, accepting waits (default 32)"),
         Setting(flag: "--grace-period", key: .gracePeriod, value: "SECONDS",
                 help: "time left to transfers in flight when stopping (default 60)"),
         Setting(flag: "--handshake-timeout", key: .handshakeTimeout, value: "SECONDS",

@@ -80,6 +80,9 @@ struct ConfigurationTests {
                              env["DICE_AUTH_CA_PATH"] = folder.appendingPathComponent("absent.pem").path
                          },
                          names: ["DICE_AUTH_CA_PATH"]),
+        Misconfiguration(testDescription: "Dice-Auth CA file that holds no PEM certificate",
+                         breakEnvironment: { env, _ in env["DICE_AUTH_CA_PATH"] = Fixtures.sampleImage.path },
+                         names: ["DICE_AUTH_CA_PATH"]),
         Misconfiguration(testDescription: "Dice-Auth CA path is a FIFO",
                          breakEnvironment: { env, folder in
                              let fifo = folder.appendingPathComponent("ca.fifo").path

@@ -100,4 +100,19 @@ struct StartupCheckTests {
         #expect(!agent.transcript.contains("PRIVATE KEY") && !agent.transcript.contains(body),
                 "key material in the log")
     }
+
+    /// The name is never looked up: no device comes, so the agent never calls Dice-Auth here.
+    @Test(arguments: [("http://dice-auth.example.invalid/verify", true),
+                      ("https://dice-auth.example.invalid/verify", false),
+                      ("http://127.0.0.1:9/verify", false), ("http://[::1]:9/verify", false)])
+    func plainHTTPDiceAuthBeyondLoopbackIsAWarning(url: String, warned: Bool) async throws {
+        let agent = try await Agent.start(environment: Agent.environment(diceAuthURL: url))
+        defer { agent.child.kill() }
+        let warning = agent.log("dice-auth-plain-http").first
+        #expect((warning != nil) == warned, "\(agent.transcript)")
+        if warned {
+            #expect(warning?.level == "warning" && warning?["reason"]?.contains("https") == true,
+                    "\(agent.transcript)")
+        }
+    }
 }
