@@ -361,6 +361,50 @@ read_identity(struct der_span whole, ota_cert_identity *identity)
     return write_name(&out, subject);
 }
 
+/* The OIDs of the two public key kinds TLS 1.2 suites name: rsaEncryption, id-ecPublicKey. */
+static const uint8_t oid_rsa[] = {0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01};
+static const uint8_t oid_ec[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+
+int
+ota_cert_key_kind(const uint8_t *der, size_t length)
+{
+    struct der_span whole = {der, length};
+    struct der_span certificate;
+    struct der_span tbs;
+    struct der_span skipped;
+    uint8_t tag;
+    if (der == NULL || der_expect(&whole, TAG_SEQUENCE, &certificate) != 0 ||
+        der_expect(&certificate, TAG_SEQUENCE, &tbs) != 0) {
+        return OTA_KEY_OTHER;
+    }
+    if (tbs.left > 0 && tbs.at[0] == TAG_VERSION && der_next(&tbs, &tag, &skipped) != 0) {
+        return OTA_KEY_OTHER;
+    }
+    /* serialNumber, signature, issuer, validity, subject, then the key's algorithm. */
+    static const uint8_t skipped_tags[] = {TAG_INTEGER, TAG_SEQUENCE, TAG_SEQUENCE, TAG_SEQUENCE,
+                                           TAG_SEQUENCE};
+    for (size_t index = 0; index < sizeof(skipped_tags); index++) {
+        if (der_expect(&tbs, skipped_tags[index], &skipped) != 0) {
+            return OTA_KEY_OTHER;
+        }
+    }
+    struct der_span key_info;
+    struct der_span algorithm;
+    struct der_span oid;
+    if (der_expect(&tbs, TAG_SEQUENCE, &key_info) != 0 ||
+        der_expect(&key_info, TAG_SEQUENCE, &algorithm) != 0 ||
+        der_expect(&algorithm, TAG_OID, &oid) != 0) {
+        return OTA_KEY_OTHER;
+    }
+    if (oid.left == sizeof(oid_rsa) && memcmp(oid.at, oid_rsa, oid.left) == 0) {
+        return OTA_KEY_RSA;
+    }
+    if (oid.left == sizeof(oid_ec) && memcmp(oid.at, oid_ec, oid.left) == 0) {
+        return OTA_KEY_EC;
+    }
+    return OTA_KEY_OTHER;
+}
+
 int
 ota_cert_identify(const uint8_t *der, size_t length, ota_cert_identity *identity)
 {

@@ -193,6 +193,32 @@ ota_policy_has_tls12(const struct ota_tls_policy *policy)
     return 0;
 }
 
+/*
+ * A TLS 1.2 suite names the key kind it signs with; a list whose TLS 1.2 suites all need the
+ * other kind would fail every field device's handshake, so it is refused at start instead.
+ */
+static int
+ota_policy_check_key(const struct ota_tls_policy *policy, int key_kind, char *detail,
+                     size_t detail_size)
+{
+    if (policy->min_version != OTA_TLS_POLICY_VERSION_1_2 || key_kind == OTA_KEY_OTHER) {
+        return OTA_OK;
+    }
+    const char *needed = key_kind == OTA_KEY_RSA ? "-RSA-" : "-ECDSA-";
+    for (size_t index = 0; index < policy->count; index++) {
+        const struct ota_tls_suite *suite = policy->suites[index];
+        if (suite->version == OTA_TLS_POLICY_VERSION_1_2 &&
+            strstr(suite->openssl_name, needed) != NULL) {
+            return OTA_OK;
+        }
+    }
+    ota_detail_set(detail, detail_size,
+                   "tls ciphers: no TLS 1.2 suite in the list works with the certificate's %s "
+                   "key (TLS 1.2 devices could not connect); add an ECDHE%s suite",
+                   key_kind == OTA_KEY_RSA ? "RSA" : "EC", needed);
+    return OTA_ERR_CONFIG;
+}
+
 static int
 ota_policy_parse(const char *ciphers, int min_version, struct ota_tls_policy *policy,
                  char *detail, size_t detail_size)
@@ -297,6 +323,10 @@ ota_server_config_new_with_policy(const char *certificate_path, const char *key_
     size_t der_length = 0;
     const uint8_t *der = ota_tls_credentials_der(config->credentials, &der_length);
     *status = ota_tls_cert_inspect(der, der_length, &config->certificate, detail, detail_size);
+    if (*status == OTA_OK) {
+        *status = ota_policy_check_key(&policy, ota_cert_key_kind(der, der_length), detail,
+                                       detail_size);
+    }
     if (*status != OTA_OK) {
         ota_server_config_free(config);
         return NULL;

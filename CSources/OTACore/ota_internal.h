@@ -20,6 +20,12 @@
 #error "ota-agent: no TLS backend selected; enable the OpenSSL or the MbedTLS trait"
 #endif
 
+/* A certificate's public key kind, as TLS 1.2 suites name it (ECDHE-RSA-..., ECDHE-ECDSA-...). */
+enum { OTA_KEY_OTHER = 0, OTA_KEY_RSA = 1, OTA_KEY_EC = 2 };
+
+/* The key kind of a DER certificate, from its SubjectPublicKeyInfo (cert_identity.c). */
+int ota_cert_key_kind(const uint8_t *der, size_t length);
+
 /* Size of every detail buffer kept on a handle. */
 #define OTA_DETAIL_SIZE 256
 

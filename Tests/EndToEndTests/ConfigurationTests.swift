@@ -80,6 +80,9 @@ struct ConfigurationTests {
                              env["DICE_AUTH_CA_PATH"] = folder.appendingPathComponent("absent.pem").path
                          },
                          names: ["DICE_AUTH_CA_PATH"]),
+        Misconfiguration(testDescription: "cipher list with no TLS 1.2 suite for the certificate's RSA key",
+                         breakEnvironment: { env, _ in env["OTA_TLS_CIPHERS"] = "ECDHE-ECDSA-AES128-GCM-SHA256" },
+                         names: ["OTA_TLS_CIPHERS"]),
         Misconfiguration(testDescription: "Dice-Auth CA file that holds no PEM certificate",
                          breakEnvironment: { env, _ in env["DICE_AUTH_CA_PATH"] = Fixtures.sampleImage.path },
                          names: ["DICE_AUTH_CA_PATH"]),

@@ -59,9 +59,13 @@ struct TLSPolicyTests {
                        minVersion: 0, openSSL: ["ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-GCM-SHA256"],
                        mbedTLS: ["ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-GCM-SHA256"]),
         AcceptedPolicy(testDescription: "TLS 1.3 suites are skipped where the backend has no TLS 1.3",
-                       ciphers: "TLS_AES_256_GCM_SHA384:ECDHE-ECDSA-AES128-GCM-SHA256", minVersion: 0,
-                       openSSL: ["TLS_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256"],
-                       mbedTLS: ["ECDHE-ECDSA-AES128-GCM-SHA256"]),
+                       ciphers: "TLS_AES_256_GCM_SHA384:ECDHE-RSA-AES128-GCM-SHA256", minVersion: 0,
+                       openSSL: ["TLS_AES_256_GCM_SHA384", "ECDHE-RSA-AES128-GCM-SHA256"],
+                       mbedTLS: ["ECDHE-RSA-AES128-GCM-SHA256"]),
+        AcceptedPolicy(testDescription: "a suite for the other key kind beside one for this key",
+                       ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256", minVersion: 0,
+                       openSSL: ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256"],
+                       mbedTLS: ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256"]),
     ]
 
     @Test("a list inside the policy is honoured in its order", arguments: accepted)
@@ -89,6 +93,9 @@ struct TLSPolicyTests {
                       minVersion: 0, status: OTA_ERR_CONFIG, prefix: "tls ciphers: ", mentions: "'HIGH'"),
         RefusedPolicy(testDescription: "separators only: names nothing", ciphers: ": ,:", minVersion: 0,
                       status: OTA_ERR_CONFIG, prefix: "tls ciphers: ", mentions: "names no suite"),
+        RefusedPolicy(testDescription: "TLS 1.2 suites only for an EC key, with the RSA certificate",
+                      ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305", minVersion: 0,
+                      status: OTA_ERR_CONFIG, prefix: "tls ciphers: ", mentions: "RSA key"),
         RefusedPolicy(testDescription: "a minimum version that is neither 1.2 nor 1.3", ciphers: nil,
                       minVersion: 0x0302, status: OTA_ERR_USAGE, prefix: "tls min version: ", mentions: "0x0302"),
     ]
