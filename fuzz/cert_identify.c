@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "ota_core.h"
+#include "ota_internal.h"
 
 #define FUZZ_CHECK(condition)                                                                   \
     do {                                                                                        \
@@ -95,6 +96,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     FUZZ_CHECK(ota_cert_identify(bytes, size, NULL) == OTA_ERR_USAGE);
+
+    /* The key kind walks the same structure a little further: any answer, no overread. */
+    int kind = ota_cert_key_kind(bytes, size);
+    FUZZ_CHECK(kind == OTA_KEY_OTHER || kind == OTA_KEY_RSA || kind == OTA_KEY_EC);
     free(bytes);
     return 0;
 }
