@@ -58,6 +58,8 @@ struct ConnectionLimitTests {
         expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
         #expect(Self.endedByAgent(older, within: .seconds(2)), "the oldest silent connection is still open")
         #expect(!Self.endedByAgent(newer, within: .milliseconds(200)), "the newer silent connection was closed too")
+        // The agent logs a session's end after the device's own report: wait for both lines.
+        _ = await agent.waitForLog("session-end", number: 2)
         let ends = agent.log("session-end")
         let evicted = ends.filter { $0["reason"]?.contains("closed to make room") == true }
         #expect(evicted.count == 1 && evicted.first?["phase"] == "handshake", "\(agent.transcript)")
@@ -84,6 +86,7 @@ struct ConnectionLimitTests {
         let run = try await DeviceSimulator.run(port: agent.port)
 
         expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
+        _ = await agent.waitForLog("session-end", number: 3)
         let ends = agent.log("session-end")
         #expect(ends.map { $0["phase"] } == ["handshake", "handshake", "done"], "\(agent.transcript)")
         #expect(agent.log("refused-connection").isEmpty, "\(agent.transcript)")
