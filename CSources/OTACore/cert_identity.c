@@ -326,31 +326,51 @@ read_time(struct der_span *validity, int64_t *seconds)
     return 0;
 }
 
-/* Walks Certificate -> tbsCertificate to the validity and the subject. */
+/* The parts of a certificate's tbsCertificate the walks here read. */
+struct tbs_fields {
+    struct der_span validity;
+    struct der_span subject;
+    struct der_span rest; /* from subjectPublicKeyInfo on */
+    int whole;            /* the certificate was all of the bytes, nothing after it */
+};
+
+/* Walks Certificate -> tbsCertificate past the subject. */
 static int
-read_identity(struct der_span whole, ota_cert_identity *identity)
+walk_tbs(struct der_span bytes, struct tbs_fields *fields)
 {
     struct der_span certificate;
     struct der_span tbs;
-    if (der_expect(&whole, TAG_SEQUENCE, &certificate) != 0 || whole.left != 0 ||
+    if (der_expect(&bytes, TAG_SEQUENCE, &certificate) != 0 ||
         der_expect(&certificate, TAG_SEQUENCE, &tbs) != 0) {
         return -1;
     }
+    fields->whole = bytes.left == 0;
 
     struct der_span skipped;
     uint8_t tag;
     if (tbs.left > 0 && tbs.at[0] == TAG_VERSION && der_next(&tbs, &tag, &skipped) != 0) {
         return -1;
     }
-    struct der_span validity;
-    struct der_span subject;
     if (der_expect(&tbs, TAG_INTEGER, &skipped) != 0 ||   /* serialNumber */
         der_expect(&tbs, TAG_SEQUENCE, &skipped) != 0 ||  /* signature algorithm */
         der_expect(&tbs, TAG_SEQUENCE, &skipped) != 0 ||  /* issuer */
-        der_expect(&tbs, TAG_SEQUENCE, &validity) != 0 ||
-        der_expect(&tbs, TAG_SEQUENCE, &subject) != 0) {
+        der_expect(&tbs, TAG_SEQUENCE, &fields->validity) != 0 ||
+        der_expect(&tbs, TAG_SEQUENCE, &fields->subject) != 0) {
         return -1;
     }
+    fields->rest = tbs;
+    return 0;
+}
+
+/* The validity and the subject of one whole certificate. */
+static int
+read_identity(struct der_span whole, ota_cert_identity *identity)
+{
+    struct tbs_fields fields;
+    if (walk_tbs(whole, &fields) != 0 || !fields.whole) {
+        return -1;
+    }
+    struct der_span validity = fields.validity;
     if (read_time(&validity, &identity->not_before) != 0 ||
         read_time(&validity, &identity->not_after) != 0 || validity.left != 0) {
         return -1;
@@ -358,7 +378,7 @@ read_identity(struct der_span whole, ota_cert_identity *identity)
 
     struct text_out out = {identity->subject, sizeof(identity->subject), 0, 0};
     identity->subject[0] = '\0';
-    return write_name(&out, subject);
+    return write_name(&out, fields.subject);
 }
 
 /* The OIDs of the two public key kinds TLS 1.2 suites name: rsaEncryption, id-ecPublicKey. */
@@ -368,30 +388,15 @@ static const uint8_t oid_ec[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
 int
 ota_cert_key_kind(const uint8_t *der, size_t length)
 {
-    struct der_span whole = {der, length};
-    struct der_span certificate;
-    struct der_span tbs;
-    struct der_span skipped;
-    uint8_t tag;
-    if (der == NULL || der_expect(&whole, TAG_SEQUENCE, &certificate) != 0 ||
-        der_expect(&certificate, TAG_SEQUENCE, &tbs) != 0) {
+    struct der_span bytes = {der, length};
+    struct tbs_fields fields;
+    if (der == NULL || walk_tbs(bytes, &fields) != 0) {
         return OTA_KEY_OTHER;
-    }
-    if (tbs.left > 0 && tbs.at[0] == TAG_VERSION && der_next(&tbs, &tag, &skipped) != 0) {
-        return OTA_KEY_OTHER;
-    }
-    /* serialNumber, signature, issuer, validity, subject, then the key's algorithm. */
-    static const uint8_t skipped_tags[] = {TAG_INTEGER, TAG_SEQUENCE, TAG_SEQUENCE, TAG_SEQUENCE,
-                                           TAG_SEQUENCE};
-    for (size_t index = 0; index < sizeof(skipped_tags); index++) {
-        if (der_expect(&tbs, skipped_tags[index], &skipped) != 0) {
-            return OTA_KEY_OTHER;
-        }
     }
     struct der_span key_info;
     struct der_span algorithm;
     struct der_span oid;
-    if (der_expect(&tbs, TAG_SEQUENCE, &key_info) != 0 ||
+    if (der_expect(&fields.rest, TAG_SEQUENCE, &key_info) != 0 ||
         der_expect(&key_info, TAG_SEQUENCE, &algorithm) != 0 ||
         der_expect(&algorithm, TAG_OID, &oid) != 0) {
         return OTA_KEY_OTHER;

@@ -277,9 +277,11 @@ final class DeviceConnection {
 
 func statusName(_ status: Int32) -> String { String(cString: ota_status_name(status)) }
 
+private let hexDigits = Array("0123456789abcdef".utf8)
+
 func hex(_ bytes: some Sequence<UInt8>) -> String {
     // By hand: String(format:) per byte cost more than a session's certificate parse.
-    let digits = Array("0123456789abcdef".utf8)
+    let digits = hexDigits
     var text: [UInt8] = []
     text.reserveCapacity(64)
     for byte in bytes {

@@ -75,12 +75,8 @@ struct ConnectionLimitTests {
         ])
         defer { testbed.stop() }
         let agent = testbed.agent
-        let partialHello: [UInt8] = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00]
-        let stalled = try (0..<2).map { _ in try LoopbackSocket.connect(port: agent.port) }
+        let stalled = try (0..<2).map { _ in try LoopbackSocket.connectSendingPartialHello(port: agent.port) }
         defer { stalled.forEach { close($0) } }
-        for descriptor in stalled {
-            #expect(write(descriptor, partialHello, partialHello.count) == partialHello.count)
-        }
         try await Task.sleep(for: .milliseconds(200))
 
         let run = try await DeviceSimulator.run(port: agent.port)

@@ -74,13 +74,10 @@ struct FleetTests {
         let agent = testbed.agent
         // Two clients that start a ClientHello (a record header and the first bytes) and
         // stall: each holds the single slot in turn until its handshake deadline.
-        let partialHello: [UInt8] = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03]
         var stalled: [Int32] = []
         defer { stalled.forEach { close($0) } }
         for number in 1...2 {
-            let descriptor = try LoopbackSocket.connect(port: agent.port)
-            stalled.append(descriptor)
-            #expect(write(descriptor, partialHello, partialHello.count) == partialHello.count)
+            stalled.append(try LoopbackSocket.connectSendingPartialHello(port: agent.port))
             _ = await agent.waitForLog("connected", number: number)
         }
 

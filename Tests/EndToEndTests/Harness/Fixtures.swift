@@ -160,6 +160,19 @@ enum LoopbackSocket {
         }
     }
 
+    /// A client that connects and sends the start of a ClientHello (a record header and the
+    /// first bytes of a 200-byte hello), then nothing: it holds whatever a handshaking device
+    /// holds until the agent's handshake deadline.
+    static func connectSendingPartialHello(port: UInt16) throws -> Int32 {
+        let partialHello: [UInt8] = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03]
+        let descriptor = try connect(port: port)
+        guard write(descriptor, partialHello, partialHello.count) == partialHello.count else {
+            close(descriptor)
+            throw HarnessError("write of a partial hello to 127.0.0.1:\(port): errno \(errno)")
+        }
+        return descriptor
+    }
+
     struct ConnectError: Error { let code: Int32 }
 
     private static func connected(port: UInt16, from source: String? = nil) -> Result<Int32, ConnectError> {
