@@ -147,13 +147,47 @@ ota_conn_handshake_step(ota_conn *conn, void *unused)
 }
 
 int
-ota_conn_wait_hello(ota_conn *conn, int timeout_ms)
+ota_conn_wait_input(ota_conn *conn, int timeout_ms)
 {
     if (conn == NULL || conn->session == NULL) {
         return OTA_ERR_USAGE;
     }
     return ota_conn_wait_for(conn, OTA_TLS_WANT_READ, ota_deadline_after(timeout_ms), INT64_MAX,
                              "handshake");
+}
+
+int
+ota_conn_handshake_advance(ota_conn *conn, int timeout_ms)
+{
+    if (conn == NULL || conn->session == NULL) {
+        return OTA_ERR_USAGE;
+    }
+
+    /* Only a full socket is waited for here: the device's next flight is the caller's wait. */
+    int64_t deadline = ota_deadline_after(timeout_ms);
+    for (;;) {
+        int result = ota_conn_step_once(conn, ota_conn_handshake_step, NULL);
+        if (result == OTA_TLS_DONE) {
+            return OTA_OK;
+        }
+        if (result < 0) {
+            return result;
+        }
+        if (result == OTA_TLS_WANT_READ) {
+            return OTA_PENDING;
+        }
+
+        int status = ota_conn_wait_for(conn, result, deadline, INT64_MAX, "handshake");
+        if (status != OTA_OK) {
+            return status;
+        }
+    }
+}
+
+int
+ota_conn_handshake_awaits_hello(const ota_conn *conn)
+{
+    return conn != NULL && conn->session != NULL && ota_tls_session_awaits_hello(conn->session);
 }
 
 int

@@ -243,6 +243,18 @@ ota_listener_wait(ota_listener *listener, int64_t deadline, const ota_cancel *ca
 }
 
 int
+ota_listener_wait_connection(ota_listener *listener, int timeout_ms, const ota_cancel *cancel)
+{
+    if (listener == NULL) {
+        return OTA_ERR_USAGE;
+    }
+    if (listener->fd < 0) {
+        return OTA_ERR_CANCELLED;
+    }
+    return ota_listener_wait(listener, ota_deadline_after(timeout_ms), cancel);
+}
+
+int
 ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel *cancel,
                     int *client_fd, char *peer, size_t peer_size, uint16_t *peer_port)
 {

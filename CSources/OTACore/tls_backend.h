@@ -59,6 +59,13 @@ struct ota_tls_session *ota_tls_session_new(const struct ota_tls_credentials *cr
 int ota_tls_session_handshake(struct ota_tls_session *session, char *detail,
                               size_t detail_size);
 
+/*
+ * 1 while the client's first flight (its ClientHello) has not been read in full, 0 once the
+ * server has answered it. A client that stalls before that owes bytes it sends at once; one
+ * that stalls after is computing its side of the key exchange.
+ */
+int ota_tls_session_awaits_hello(const struct ota_tls_session *session);
+
 /* OTA_TLS_DONE with `*received` > 0, a WANT, OTA_ERR_CLOSED at close_notify or EOF, or an error. */
 int ota_tls_session_read(struct ota_tls_session *session, void *buffer, size_t capacity,
                          size_t *received, char *detail, size_t detail_size);

@@ -550,6 +550,13 @@ ota_tls_session_handshake(struct ota_tls_session *session, char *detail, size_t 
 }
 
 int
+ota_tls_session_awaits_hello(const struct ota_tls_session *session)
+{
+    /* The server's state moves past CLIENT_HELLO once it has parsed the whole hello. */
+    return session->ssl.state <= MBEDTLS_SSL_CLIENT_HELLO;
+}
+
+int
 ota_tls_session_read(struct ota_tls_session *session, void *buffer, size_t capacity,
                      size_t *received, char *detail, size_t detail_size)
 {

@@ -319,6 +319,14 @@ ota_tls_session_handshake(struct ota_tls_session *session, char *detail, size_t 
 }
 
 int
+ota_tls_session_awaits_hello(const struct ota_tls_session *session)
+{
+    /* The server states before its first write: nothing read yet, or the hello in part. */
+    OSSL_HANDSHAKE_STATE state = SSL_get_state(session->ssl);
+    return state == TLS_ST_BEFORE || state == TLS_ST_SR_CLNT_HELLO;
+}
+
+int
 ota_tls_session_read(struct ota_tls_session *session, void *buffer, size_t capacity,
                      size_t *received, char *detail, size_t detail_size)
 {

@@ -26,6 +26,7 @@ const char *
 ota_status_name(int status)
 {
     switch (status) {
+    case OTA_PENDING: return "pending";
     case OTA_OK: return "ok";
     case OTA_ERR_CLOSED: return "closed";
     case OTA_ERR_TIMEOUT: return "timeout";

@@ -246,35 +246,45 @@ public final class Agent: @unchecked Sendable {
         while !state.stopping {
             // Beyond the bound, devices wait in the listen queue rather than being refused.
             guard state.acquireSlot(limit: configuration.maxConcurrent) else { break }
-            // At the bound on unattested connections, wait in the listen queue for room.
+            // A connection that keeps the agent waiting is closed to make room only for one
+            // that is really there: first wait for it, then for room.
+            let waited = listener.waitForConnection(timeout: remaining(until: deadline), cancel: context.cancel)
+            guard case .connection = waited else {
+                if next(after: waited, context) == .stop { return } else { continue }
+            }
             guard context.limits.waitForRoom(until: deadline) else {
                 state.releaseSlot()
                 if !state.stopping { logTimeout() }
                 return
             }
-            let timeout = deadline.map { $0 - .now }
-            if let timeout, timeout <= .zero {
-                state.releaseSlot()
-                logTimeout()
-                return
+            let accepted = listener.accept(timeout: remaining(until: deadline), cancel: context.cancel)
+            guard case .connection(let fd, let address, let port) = accepted else {
+                if next(after: accepted, context) == .stop { return } else { continue }
             }
+            admit(fd: fd, address: address, port: port, context: context)
+        }
+    }
 
-            switch listener.accept(timeout: timeout, cancel: context.cancel) {
-            case .connection(let fd, let address, let port):
-                admit(fd: fd, address: address, port: port, context: context)
-            case .timedOut:
-                state.releaseSlot()
-                logTimeout()
-                return
-            case .stopped:
-                state.releaseSlot()
-                return
-            case .failed(let reason):
-                state.releaseSlot()
-                logger.error("accept", [LogField("reason", reason)])
-                // Out of descriptors, typically: wait a little instead of spinning.
-                if context.cancel.wait(.milliseconds(100)) { return }
-            }
+    private func remaining(until deadline: ContinuousClock.Instant?) -> Duration? {
+        deadline.map { max(.zero, $0 - .now) }
+    }
+
+    private enum LoopStep { case retry, stop }
+
+    /// A wait on the listener that brought no connection: the loop's session slot is given
+    /// back, and the loop stops or, after a failure, tries again.
+    private func next(after waited: Listener.Accepted, _ context: SessionContext) -> LoopStep {
+        state.releaseSlot()
+        switch waited {
+        case .timedOut:
+            logTimeout()
+            return .stop
+        case .connection, .stopped:
+            return .stop
+        case .failed(let reason):
+            logger.error("accept", [LogField("reason", reason)])
+            // Out of descriptors, typically: wait a little instead of spinning.
+            return context.cancel.wait(.milliseconds(100)) ? .stop : .retry
         }
     }
 

@@ -28,7 +28,7 @@ public struct AgentConfiguration: Sendable {
     public var maxPerAddress = 8
     /// Connections that have not yet delivered a certificate; beyond it the oldest silent one
     /// is closed to make room, or, when none is silent, the newcomer is refused.
-    public var maxUnattested = 32
+    public var maxUnattested = 64
     /// How long transfers in flight may go on once the agent stops accepting.
     public var gracePeriod: Duration = .seconds(60)
     public var deadlines = Deadlines()

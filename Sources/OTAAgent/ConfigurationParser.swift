@@ -42,7 +42,7 @@ public enum ConfigurationParser {
         Setting(flag: "--max-per-address", key: .maxPerAddress, value: "N",
                 help: "connections one client address may hold; more are refused (default 8)"),
         Setting(flag: "--max-unattested", key: .maxUnattested, value: "N",
-                help: "connections before their certificate; at the bound, accepting waits (default 32)"),
+                help: "connections before their certificate; at the bound, accepting waits (default 64)"),
         Setting(flag: "--grace-period", key: .gracePeriod, value: "SECONDS",
                 help: "time left to transfers in flight when stopping (default 60)"),
         Setting(flag: "--handshake-timeout", key: .handshakeTimeout, value: "SECONDS",
@@ -211,7 +211,7 @@ public enum ConfigurationParser {
             throw .configuration("\(name): '\(text)' has no host")
         }
         // The same parser as the requests themselves, so a URL accepted here is one curl takes.
-        if let problem = DiceAuthClient.urlProblem(text) {
+        if let problem = CurlURL.problem(text) {
             throw .configuration("\(name): '\(text)': \(problem)")
         }
     }

@@ -6,10 +6,12 @@ import Foundation
 /// Without them a flood of idle connections would fill every session slot and keep a real
 /// device waiting until their deadlines passed. With them one address holds only a few
 /// connections (more are refused with a reset), and at the unattested bound the agent stops
-/// accepting until there is room: a session gets its certificate, ends, or has sent nothing at
-/// all for a while (`silenceBeforeEviction`), in which case it is closed to make room. A real
-/// device sends its hello within a round trip, so it is never the one closed, and a burst of
-/// real devices only waits its turn in the listen queue.
+/// accepting until there is room: a session gets its certificate or ends, or one that is
+/// waiting on its device has waited longer than a device would (its `Patience`), in which case
+/// it is closed to make room, the one furthest past its patience first. A real device answers
+/// within a round trip or a moment of computing, so it is not the one closed, and a burst of
+/// real devices only waits its turn in the listen queue. Short patience keeps the turnover high:
+/// at the default bound of 64, a flood of idle connections is drained at 256 a second.
 final class ConnectionLimits: @unchecked Sendable {
     /// One admitted connection, from accept to the end of its session.
     struct Ticket: Sendable {
@@ -17,22 +19,35 @@ final class ConnectionLimits: @unchecked Sendable {
         let address: String
     }
 
-    /// A session still waiting for its device's first bytes.
-    private struct Silent {
-        let fd: Int32
-        let since: ContinuousClock.Instant
+    /// How long a session may wait on its device before, at the bound, it may be closed.
+    enum Patience {
+        /// The device owes bytes it sends at once: its hello after connecting, its certificate
+        /// after the handshake.
+        case prompt
+        /// The device is computing its side of the handshake (its key exchange, the check of the
+        /// server's signature): a microcontroller without a crypto accelerator needs a while.
+        case computing
+
+        var duration: Duration {
+            switch self {
+            case .prompt: .milliseconds(250)
+            case .computing: .seconds(2)
+            }
+        }
     }
 
-    /// How long a connection must have sent nothing before it may be closed to make room.
-    static let silenceBeforeEviction: Duration = .seconds(1)
+    /// A session waiting on its device before attestation.
+    private struct Waiting {
+        let fd: Int32
+        let evictableAt: ContinuousClock.Instant
+    }
 
     private let condition = NSCondition()
     private let perAddressLimit: Int
     private let unattestedLimit: Int
     private var perAddress: [String: Int] = [:]
     private var unattested: Set<UInt64> = []
-    /// Ids grow with time, so the smallest silent id is the oldest connection.
-    private var silent: [UInt64: Silent] = [:]
+    private var waiting: [UInt64: Waiting] = [:]
     private var evicted: Set<UInt64> = []
     private var nextID: UInt64 = 0
     private var interrupted = false
@@ -42,21 +57,20 @@ final class ConnectionLimits: @unchecked Sendable {
         unattestedLimit = max(1, unattested)
     }
 
-    /// Blocks the accept loop until one more unattested connection fits, closing the oldest
-    /// long-silent one if that is what makes room. False when interrupted or when `deadline`
-    /// passed first.
+    /// Blocks the accept loop until one more unattested connection fits, closing the session
+    /// furthest past its patience if that is what makes room. False when interrupted or when
+    /// `deadline` passed first.
     func waitForRoom(until deadline: ContinuousClock.Instant?) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         while !interrupted && unattested.count >= unattestedLimit {
             var wakeAt = deadline
-            if let (oldest, entry) = silent.min(by: { $0.key < $1.key }) {
-                let eligibleAt = entry.since + Self.silenceBeforeEviction
-                if ContinuousClock.now >= eligibleAt {
-                    evict(oldest, entry)
+            if let (id, entry) = waiting.min(by: { $0.value.evictableAt < $1.value.evictableAt }) {
+                if ContinuousClock.now >= entry.evictableAt {
+                    evict(id, entry)
                     return true
                 }
-                wakeAt = min(wakeAt ?? eligibleAt, eligibleAt)
+                wakeAt = min(wakeAt ?? entry.evictableAt, entry.evictableAt)
             }
             if let deadline, ContinuousClock.now >= deadline { return false }
             if let wakeAt {
@@ -68,10 +82,10 @@ final class ConnectionLimits: @unchecked Sendable {
         return !interrupted
     }
 
-    /// Wakes that session's wait for its hello; it sees `evicted` and ends itself. Its socket
-    /// is still open: a session deregisters (`helloWaitEnded`) before anything closes it.
-    private func evict(_ id: UInt64, _ entry: Silent) {
-        silent[id] = nil
+    /// Wakes that session's wait on its device; it sees `evicted` and ends itself. Its socket
+    /// is still open: a session deregisters (`waitOnDeviceEnded`) before anything closes it.
+    private func evict(_ id: UInt64, _ entry: Waiting) {
+        waiting[id] = nil
         evicted.insert(id)
         unattested.remove(id)
         shutdown(entry.fd, Int32(SHUT_RDWR))
@@ -92,20 +106,20 @@ final class ConnectionLimits: @unchecked Sendable {
 
     var addressLimit: Int { perAddressLimit }
 
-    /// The session starts waiting for its device's first bytes on `fd`.
-    func waitingForHello(_ ticket: Ticket, fd: Int32) {
+    /// The session starts waiting on its device on `fd`, which may keep it waiting this long.
+    func waitingOnDevice(_ ticket: Ticket, fd: Int32, patience: Patience) {
         condition.withLock {
-            guard !evicted.contains(ticket.id) else { return }
-            silent[ticket.id] = Silent(fd: fd, since: .now)
+            guard !evicted.contains(ticket.id), unattested.contains(ticket.id) else { return }
+            waiting[ticket.id] = Waiting(fd: fd, evictableAt: .now + patience.duration)
             condition.broadcast()
         }
     }
 
-    /// The wait for the first bytes is over; true when it ended because the session was
-    /// closed to make room.
-    func helloWaitEnded(_ ticket: Ticket) -> Bool {
+    /// The wait on the device is over; true when it ended because the session was closed to
+    /// make room.
+    func waitOnDeviceEnded(_ ticket: Ticket) -> Bool {
         condition.withLock {
-            silent[ticket.id] = nil
+            waiting[ticket.id] = nil
             return evicted.contains(ticket.id)
         }
     }
@@ -121,7 +135,7 @@ final class ConnectionLimits: @unchecked Sendable {
     /// The session is over, however it ended.
     func ended(_ ticket: Ticket) {
         condition.withLock {
-            silent[ticket.id] = nil
+            waiting[ticket.id] = nil
             evicted.remove(ticket.id)
             unattested.remove(ticket.id)
             let left = perAddress[ticket.address, default: 1] - 1

@@ -157,12 +157,28 @@ final class Listener: @unchecked Sendable {
         case failed(String)
     }
 
+    /// Blocks until a connection waits to be accepted (`.connection` with fd -1: it is not
+    /// taken), the timeout passes or `cancel` fires.
+    func waitForConnection(timeout: Duration?, cancel: CancelSource) -> Accepted {
+        let status = ota_listener_wait_connection(raw, Self.milliseconds(timeout), cancel.raw)
+        switch status {
+        case OTA_OK.rawValue: return .connection(fd: -1, peer: "", port: 0)
+        case OTA_ERR_TIMEOUT.rawValue: return .timedOut
+        case OTA_ERR_CANCELLED.rawValue: return .stopped
+        default: return .failed("poll on the listening socket: \(statusName(status))")
+        }
+    }
+
+    private static func milliseconds(_ timeout: Duration?) -> Int32 {
+        timeout.map { max(0, $0.milliseconds) } ?? -1
+    }
+
     /// Blocks until a device connects, the timeout passes or `cancel` fires.
     func accept(timeout: Duration?, cancel: CancelSource) -> Accepted {
         var fd: Int32 = -1
         var peerPort: UInt16 = 0
         var peer = [CChar](repeating: 0, count: 128)
-        let timeoutMs = timeout.map { max(0, $0.milliseconds) } ?? -1
+        let timeoutMs = Self.milliseconds(timeout)
         let status = peer.withUnsafeMutableBufferPointer { buffer in
             ota_listener_accept(raw, timeoutMs, cancel.raw, &fd, buffer.baseAddress!, buffer.count,
                                 &peerPort)
@@ -220,13 +236,21 @@ final class DeviceConnection {
         }
     }
 
-    func waitForHello(within deadline: Duration) throws(CoreFailure) {
-        try check(ota_conn_wait_hello(raw, deadline.milliseconds))
+    /// Waits until the device has sent more bytes (or closed).
+    func waitForInput(within deadline: Duration) throws(CoreFailure) {
+        try check(ota_conn_wait_input(raw, max(.zero, deadline).milliseconds))
     }
 
-    func handshake(within deadline: Duration) throws(CoreFailure) {
-        try check(ota_conn_handshake(raw, deadline.milliseconds))
+    /// Runs the handshake as far as the bytes already here allow; true once it is complete.
+    func advanceHandshake(within deadline: Duration) throws(CoreFailure) -> Bool {
+        let status = ota_conn_handshake_advance(raw, max(.zero, deadline).milliseconds)
+        if status == OTA_PENDING.rawValue { return false }
+        try check(status)
+        return true
     }
+
+    /// True until the device's whole ClientHello has been read and answered.
+    var awaitsHello: Bool { ota_conn_handshake_awaits_hello(raw) != 0 }
 
     var protocolName: String { String(cString: ota_conn_protocol(raw)) }
     var cipher: String { String(cString: ota_conn_cipher(raw)) }

@@ -93,7 +93,9 @@ struct DeviceSession {
                 LogField("protocol", connection.protocolName), LogField("cipher", connection.cipher)])
 
             record.phase = .certificate
-            let der = try connection.readCertificate(within: context.deadlines.certificate)
+            let der = try waitingOnDevice(.prompt, phase: "certificate") { () throws(CoreFailure) in
+                try connection.readCertificate(within: context.deadlines.certificate)
+            }
             context.limits.certificateReceived(ticket)
             let certificateComplete = ContinuousClock.now
             record.certificate = AttestationCertificate.identity(ofDER: der)
@@ -117,39 +119,56 @@ struct DeviceSession {
         }
     }
 
-    /// The handshake, admitted through the handshake gate once the device has sent its hello.
+    /// The handshake, computed through the handshake gate step by step as the device's
+    /// flights arrive.
     ///
     /// A handshake costs the agent milliseconds of CPU (the server's signature and key
     /// exchange); a thousand at once would all share the cores and all finish late, past their
-    /// deadline. So only a bounded number run at once and the others wait their turn in
-    /// arrival order. Waiting for the hello first keeps idle connections out of the queue: a
-    /// slot is held only by a device that is really handshaking. The handshake deadline runs
-    /// once for the hello and again from the moment the slot is granted, so time spent queueing
-    /// behind other devices never counts against this one.
+    /// deadline. So only a bounded number compute at once and the others wait their turn in
+    /// arrival order. A place is held only while computing on bytes the device has sent: the
+    /// waits for the device's hello and for its answer to the server's flight happen outside,
+    /// so connections that stay silent or stall halfway hold nothing there. One deadline covers
+    /// the handshake from accept, and the time spent queueing for a place is added to it: a
+    /// device is never charged for the agent's other handshakes.
     private func handshake(_ connection: DeviceConnection) throws(CoreFailure) {
-        try waitForHello(connection)
-        guard context.handshakes.acquire(until: nil) else {
-            throw .cancelled(in: "handshake")
+        var deadline = ContinuousClock.now + context.deadlines.handshake
+        while true {
+            let patience: ConnectionLimits.Patience = connection.awaitsHello ? .prompt : .computing
+            try waitingOnDevice(patience, phase: "handshake") { () throws(CoreFailure) in
+                try connection.waitForInput(within: deadline - .now)
+            }
+
+            let queued = ContinuousClock.now
+            guard context.handshakes.acquire(until: nil) else {
+                throw .cancelled(in: "handshake")
+            }
+            deadline += ContinuousClock.now - queued
+            let complete: Bool
+            do {
+                defer { context.handshakes.release() }
+                complete = try connection.advanceHandshake(within: deadline - .now)
+            }
+            if complete { return }
         }
-        defer { context.handshakes.release() }
-        try connection.handshake(within: context.deadlines.handshake)
     }
 
-    /// Waits for the device's first bytes. Until they come this session may be closed to make
-    /// room for newer connections (see `ConnectionLimits`).
-    private func waitForHello(_ connection: DeviceConnection) throws(CoreFailure) {
-        context.limits.waitingForHello(ticket, fd: fd)
-        var failure: CoreFailure?
+    /// Runs `wait`, a wait on the device before attestation, during which this session may be
+    /// closed to make room for newer connections (see `ConnectionLimits`).
+    private func waitingOnDevice<Value>(_ patience: ConnectionLimits.Patience, phase: String,
+                                        _ wait: () throws(CoreFailure) -> Value) throws(CoreFailure) -> Value
+    {
+        context.limits.waitingOnDevice(ticket, fd: fd, patience: patience)
+        let result: Result<Value, CoreFailure>
         do throws(CoreFailure) {
-            try connection.waitForHello(within: context.deadlines.handshake)
+            result = .success(try wait())
         } catch {
-            failure = error
+            result = .failure(error)
         }
-        if context.limits.helloWaitEnded(ticket) {
+        if context.limits.waitOnDeviceEnded(ticket) {
             throw .closedByAgent(
-                "handshake: closed to make room: too many connections before attestation, this one silent")
+                "\(phase): closed to make room: too many connections before attestation, this one kept the agent waiting")
         }
-        if let failure { throw failure }
+        return try result.get()
     }
 
     /// Asks Dice-Auth; true only for a verified device.

@@ -78,14 +78,6 @@ public final class DiceAuthClient: @unchecked Sendable {
         curl_global_init(Int(CURL_GLOBAL_DEFAULT))
     }()
 
-    /// Why curl would refuse `url`, or nil when it takes it (checked once, at start).
-    static func urlProblem(_ url: String) -> String? {
-        guard let parsed = curl_url() else { return "cannot check the URL (out of memory)" }
-        defer { curl_url_cleanup(parsed) }
-        let code = curl_url_set(parsed, CURLUPART_URL, url, 0)
-        return code == CURLUE_OK ? nil : String(cString: curl_url_strerror(code))
-    }
-
     /// Verifies a certificate given in PEM, within `deadline` in all.
     func verify(pem: String, deadline: Duration, cancel: CancelSource,
                 random: () -> Double = { Double.random(in: 0...1) }) -> VerificationReport

@@ -89,7 +89,7 @@ struct ConfigurationParserTests {
         #expect(parsed.maxConcurrent == 64)
         #expect(parsed.maxHandshakes == 8 * ProcessInfo.processInfo.activeProcessorCount)
         #expect(parsed.maxPerAddress == 8)
-        #expect(parsed.maxUnattested == 32)
+        #expect(parsed.maxUnattested == 64)
         #expect(parsed.gracePeriod == .seconds(60))
         #expect(parsed.deadlines == Deadlines())
         #expect(parsed.logLevel == .info)

@@ -61,6 +61,43 @@ struct ConnTests {
         #expect(!session.detail.isEmpty)
     }
 
+    @Test("part of a hello: the stepped handshake is pending, still awaiting the hello; no more input times out")
+    func partialHelloIsPending() throws {
+        let session = try Session()
+        let partialHello: [UInt8] = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03]
+        _ = partialHello.withUnsafeBytes { Glibc.send(session.client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+
+        #expect(ota_conn_wait_input(session.conn, 5000) == code(OTA_OK))
+        #expect(ota_conn_handshake_advance(session.conn, 5000) == code(OTA_PENDING), "\(session.detail)")
+        #expect(ota_conn_handshake_awaits_hello(session.conn) == 1)
+        #expect(ota_conn_wait_input(session.conn, 50) == code(OTA_ERR_TIMEOUT))
+        #expect(session.detail == "handshake: deadline passed")
+        #expect(ota_conn_handshake_awaits_hello(nil) == 0)
+        #expect(ota_conn_handshake_advance(nil, 10) == code(OTA_ERR_USAGE))
+        #expect(ota_conn_wait_input(nil, 10) == code(OTA_ERR_USAGE))
+    }
+
+    /// A whole TLS 1.2 ClientHello for the ECDSA certificate: ECDHE-ECDSA-AES128-GCM-SHA256, P-256,
+    /// ecdsa_secp256r1_sha256, a zero random and no session id.
+    static let ecdsaHello: [UInt8] = [0x16, 0x03, 0x01, 0x00, 0x47,   // record: handshake, 71 bytes
+        0x01, 0x00, 0x00, 0x43, 0x03, 0x03] + [UInt8](repeating: 0, count: 32) + [0x00,
+        0x00, 0x04, 0xc0, 0x2b, 0x00, 0xff, 0x01, 0x00,             // suites, null compression
+        0x00, 0x16, 0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17, // supported_groups: P-256
+        0x00, 0x0b, 0x00, 0x02, 0x01, 0x00,                         // ec_point_formats
+        0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04, 0x03]             // signature_algorithms
+
+    @Test("a whole hello: the server answers it, then the stepped handshake is pending on the device")
+    func answeredHelloIsPendingOnTheDevice() throws {
+        let session = try Session()
+        _ = Self.ecdsaHello.withUnsafeBytes { Glibc.send(session.client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+
+        #expect(ota_conn_wait_input(session.conn, 5000) == code(OTA_OK))
+        #expect(ota_conn_handshake_advance(session.conn, 5000) == code(OTA_PENDING), "\(session.detail)")
+        #expect(ota_conn_handshake_awaits_hello(session.conn) == 0)
+        var answer = [UInt8](repeating: 0, count: 1)
+        #expect(recv(session.client, &answer, 1, 0) == 1 && answer[0] == 0x16, "no handshake record came back")
+    }
+
     @Test("a peer speaking HTTP instead of TLS is a protocol error, with a detail")
     func handshakeGarbage() throws {
         let session = try Session()

@@ -17,22 +17,8 @@ struct CoreTransferTests {
         let openedImage = ota_image_open(imagePath, &status, nil, 0)
         let image = try #require(openedImage)
         defer { ota_image_free(image) }
-        let created = ota_server_config_new(Fixture.path("agent-rsa.crt"), Fixture.path("agent-rsa.key"),
-                                            &status, nil, 0)
-        let config = try #require(created)
-        defer { ota_server_config_free(config) }
-        let opened = ota_listener_new("127.0.0.1", 0, 4, &status, nil, 0)
-        let listener = try #require(opened)
-        defer { ota_listener_free(listener) }
-
-        let client = try startClient(port: ota_listener_port(listener), output: received)
-        defer { if client.isRunning { client.terminate() } }
-
-        var fd: Int32 = -1
-        var peer = [CChar](repeating: 0, count: 64)
-        try #require(ota_listener_accept(listener, 10_000, nil, &fd, &peer, peer.count, nil) == code(OTA_OK))
-        let conn = try #require(ota_conn_new(config, fd, nil))
-        defer { ota_conn_free(conn) }
+        let device = try DeviceConnection(output: received, startClient: startClient)
+        let (client, conn) = (device.client, device.conn)
 
         #expect(ota_conn_handshake(conn, 10_000) == code(OTA_OK), "\(String(cString: ota_conn_detail(conn)))")
         var certificate = [UInt8](repeating: 0, count: Int(OTA_DER_MAX_LENGTH))
@@ -51,6 +37,28 @@ struct CoreTransferTests {
         #expect((try Data(contentsOf: URL(fileURLWithPath: received))).isEmpty)
     }
 
+    @Test("the handshake in steps, as the device's flights arrive, completes against a real client")
+    func handshakeInSteps() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let device = try DeviceConnection(output: directory.path("received.bin"), startClient: startClient)
+        let conn = device.conn
+
+        #expect(ota_conn_handshake_awaits_hello(conn) == 1)
+        var results: [Int32] = []
+        while results.last != code(OTA_OK) && results.count < 20 {
+            try #require(ota_conn_wait_input(conn, 10_000) == code(OTA_OK), "\(String(cString: ota_conn_detail(conn)))")
+            results.append(ota_conn_handshake_advance(conn, 10_000))
+        }
+
+        // Usually pending once, while the device computes its key exchange; on a busy machine
+        // its answer may already be there when the server's flight is out, and it is done at once.
+        #expect(results.last == code(OTA_OK), "\(results) \(String(cString: ota_conn_detail(conn)))")
+        #expect(results.dropLast().allSatisfy { $0 == code(OTA_PENDING) }, "\(results)")
+        #expect(ota_conn_handshake_awaits_hello(conn) == 0)
+        #expect(String(cString: ota_conn_protocol(conn)) == "TLSv1.2")
+    }
+
     /// `openssl s_client` as a TLS 1.2 device: sends device.der, writes what it receives.
     private func startClient(port: UInt16, output: String) throws -> Process {
         let client = Process()
@@ -59,10 +67,40 @@ struct CoreTransferTests {
                             "-CAfile", Fixture.path("agent-rsa.crt"), "-verify_hostname", "ota-agent",
                             "-verify_return_error"]
         client.standardInput = try FileHandle(forReadingFrom: Fixture.certificates.appendingPathComponent("device.der"))
-        FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
         client.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         client.standardError = FileHandle.nullDevice
         try client.run()
         return client
+    }
+}
+
+/// The agent's side of one connection from `openssl s_client`: a server configuration with the
+/// RSA certificate, a listener, the client started against it, and the accepted `ota_conn`.
+private final class DeviceConnection {
+    let config: OpaquePointer
+    let listener: OpaquePointer
+    let client: Process
+    let conn: OpaquePointer
+
+    init(output: String, startClient: (UInt16, String) throws -> Process) throws {
+        var status: Int32 = 0
+        let created = ota_server_config_new(Fixture.path("agent-rsa.crt"), Fixture.path("agent-rsa.key"),
+                                            &status, nil, 0)
+        config = try #require(created)
+        let opened = ota_listener_new("127.0.0.1", 0, 4, &status, nil, 0)
+        listener = try #require(opened)
+        client = try startClient(ota_listener_port(listener), output)
+        var fd: Int32 = -1
+        var peer = [CChar](repeating: 0, count: 64)
+        try #require(ota_listener_accept(listener, 10_000, nil, &fd, &peer, peer.count, nil) == code(OTA_OK))
+        conn = try #require(ota_conn_new(config, fd, nil))
+    }
+
+    deinit {
+        if client.isRunning { client.terminate() }
+        ota_conn_free(conn)
+        ota_listener_free(listener)
+        ota_server_config_free(config)
     }
 }

@@ -70,7 +70,7 @@ struct CancelTests {
 struct UtilNameTests {
     @Test("ota_status_name gives each code its stable name",
           arguments: [
-              (OTA_OK, "ok"), (OTA_ERR_CLOSED, "closed"), (OTA_ERR_TIMEOUT, "timeout"),
+              (OTA_PENDING, "pending"), (OTA_OK, "ok"), (OTA_ERR_CLOSED, "closed"), (OTA_ERR_TIMEOUT, "timeout"),
               (OTA_ERR_PROTOCOL, "protocol"), (OTA_ERR_IO, "io"), (OTA_ERR_USAGE, "usage"),
               (OTA_ERR_CONFIG, "config"), (OTA_ERR_MEMORY, "memory"), (OTA_ERR_CHANGED, "changed"),
               (OTA_ERR_CANCELLED, "cancelled"), (OTA_ERR_INTERNAL, "internal"),
@@ -79,7 +79,7 @@ struct UtilNameTests {
         #expect(String(cString: ota_status_name(status.rawValue)) == name)
     }
 
-    @Test("codes outside the enumeration are \"unknown\"", arguments: [1, -11, 42, Int32.min, Int32.max])
+    @Test("codes outside the enumeration are \"unknown\"", arguments: [2, -11, 42, Int32.min, Int32.max])
     func unknownStatus(status: Int32) {
         #expect(String(cString: ota_status_name(status)) == "unknown")
     }

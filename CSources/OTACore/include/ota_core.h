@@ -9,7 +9,8 @@
  * Conventions
  * - Functions that can fail return an `ota_status`: OTA_OK (0) or a negative code whose
  *   category says what happened. Details (the failing call, errno or TLS error text) are kept
- *   on the handle (`ota_conn_detail`) or written to a caller's `detail` buffer.
+ *   on the handle (`ota_conn_detail`) or written to a caller's `detail` buffer. The one
+ *   positive status, OTA_PENDING, means "not finished yet" from a call made to be repeated.
  * - Handles are opaque. `*_new` returns a handle or NULL; `*_free` accepts NULL.
  * - Every blocking call takes a timeout in milliseconds and waits on socket readiness with
  *   poll(2); none sleeps or spins. A negative timeout means "no deadline".
@@ -34,6 +35,7 @@ extern "C" {
 /* ---- status codes ------------------------------------------------------------------------ */
 
 typedef enum ota_status {
+    OTA_PENDING = 1,        /* not finished, no failure: call again when the peer sent more */
     OTA_OK = 0,
     OTA_ERR_CLOSED = -1,    /* the peer closed or reset the connection */
     OTA_ERR_TIMEOUT = -2,   /* a deadline passed */
@@ -261,7 +263,14 @@ const char *ota_listener_address(const ota_listener *listener);
 int ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel *cancel,
                         int *client_fd, char *peer, size_t peer_size, uint16_t *peer_port);
 
-/* Makes a blocked and every later accept return OTA_ERR_CANCELLED. Any thread. */
+/*
+ * Waits until a connection is waiting to be accepted, without taking it: OTA_OK, or
+ * OTA_ERR_TIMEOUT, OTA_ERR_CANCELLED or OTA_ERR_IO as for accept. A server that must close an
+ * idle connection to make room for a new one can first learn that a new one is there.
+ */
+int ota_listener_wait_connection(ota_listener *listener, int timeout_ms, const ota_cancel *cancel);
+
+/* Makes a blocked and every later accept or wait return OTA_ERR_CANCELLED. Any thread. */
 void ota_listener_interrupt(ota_listener *listener);
 
 /*
@@ -321,11 +330,27 @@ typedef struct ota_conn ota_conn;
 ota_conn *ota_conn_new(const ota_server_config *config, int fd, const ota_cancel *cancel);
 
 /*
- * Waits, within `timeout_ms`, until the device has sent its first bytes (its ClientHello) or
- * closed. Costs nothing but a poll: a server can leave idle connections here and admit only
- * devices that are really handshaking to the CPU-heavy part. The handshake then reads them.
+ * Waits, within `timeout_ms`, until the device has sent more bytes (its ClientHello first,
+ * then its answer to the server's flight) or closed. Costs nothing but a poll.
  */
-int ota_conn_wait_hello(ota_conn *conn, int timeout_ms);
+int ota_conn_wait_input(ota_conn *conn, int timeout_ms);
+
+/*
+ * Runs the handshake as far as the bytes already received allow: OTA_OK once it is complete,
+ * OTA_PENDING when it needs the device's next bytes (wait with ota_conn_wait_input, then call
+ * again), or a failure. Only a full socket buffer is waited for, within `timeout_ms`.
+ *
+ * Split this way, a server can bound the handshakes that compute at once without letting a
+ * device that stalls between its flights hold one of those places; ota_conn_handshake below
+ * is the whole handshake in one call.
+ */
+int ota_conn_handshake_advance(ota_conn *conn, int timeout_ms);
+
+/*
+ * 1 while the device has not yet delivered its whole ClientHello (bytes it sends at once), 0
+ * once the server has answered it (the device is then computing its key exchange).
+ */
+int ota_conn_handshake_awaits_hello(const ota_conn *conn);
 
 /* The TLS handshake, within `timeout_ms`. */
 int ota_conn_handshake(ota_conn *conn, int timeout_ms);

@@ -163,12 +163,27 @@ enum LoopbackSocket {
     /// A client that connects and sends the start of a ClientHello (a record header and the
     /// first bytes of a 200-byte hello), then nothing: it holds whatever a handshaking device
     /// holds until the agent's handshake deadline.
-    static func connectSendingPartialHello(port: UInt16) throws -> Int32 {
+    static func connectSendingPartialHello(port: UInt16, from source: String? = nil) throws -> Int32 {
         let partialHello: [UInt8] = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03]
-        let descriptor = try connect(port: port)
+        let descriptor = try connect(port: port, from: source)
         guard write(descriptor, partialHello, partialHello.count) == partialHello.count else {
             close(descriptor)
             throw HarnessError("write of a partial hello to 127.0.0.1:\(port): errno \(errno)")
+        }
+        return descriptor
+    }
+
+    /// A client that sends a whole TLS 1.2 ClientHello, waits for the agent's answering flight,
+    /// then sends nothing more: to the agent it looks like a device computing its key exchange.
+    static func connectStallingAfterServerFlight(port: UInt16) throws -> Int32 {
+        let descriptor = try connect(port: port)
+        let hello = HandMadeTLS.tls12Hello
+        var flight = [UInt8](repeating: 0, count: 1)
+        var watched = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        guard write(descriptor, hello, hello.count) == hello.count, poll(&watched, 1, 10_000) == 1,
+              read(descriptor, &flight, 1) == 1, flight[0] == HandMadeTLS.handshakeType else {
+            close(descriptor)
+            throw HarnessError("no handshake flight from 127.0.0.1:\(port) for a TLS 1.2 hello")
         }
         return descriptor
     }
