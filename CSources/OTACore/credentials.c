@@ -272,6 +272,37 @@ ota_policy_text(const struct ota_tls_policy *policy, char *text, size_t text_siz
 
 /* ---- server configuration -------------------------------------------------------------- */
 
+int
+ota_key_pair_check(const char *certificate_path, const char *key_path, int *matches,
+                   char *detail, size_t detail_size)
+{
+    if (certificate_path == NULL || key_path == NULL || matches == NULL) {
+        ota_detail_set(detail, detail_size, "certificate and key paths are required");
+        return OTA_ERR_USAGE;
+    }
+    *matches = 0;
+
+    /* The built-in policy: any key the backend can serve with is read the same way here. */
+    struct ota_tls_policy policy;
+    int status = ota_policy_parse(NULL, 0, &policy, detail, detail_size);
+    if (status != OTA_OK) {
+        return status;
+    }
+    struct ota_tls_credentials *credentials = NULL;
+    int item = OTA_TLS_ITEM_OTHER;
+    char cause[OTA_DETAIL_SIZE] = "";
+    status = ota_load_credentials(certificate_path, key_path, &policy, &credentials, &item, cause,
+                                  sizeof(cause));
+    if (status == OTA_OK) {
+        ota_tls_credentials_free(credentials);
+        *matches = 1;
+        return OTA_OK;
+    }
+    ota_detail_set(detail, detail_size, "%s", cause);
+    /* Both were read and compared: the answer is "no", not a failure to answer. */
+    return item == OTA_TLS_ITEM_PAIR ? OTA_OK : status;
+}
+
 ota_server_config *
 ota_server_config_new(const char *certificate_path, const char *key_path, int *status,
                       char *detail, size_t detail_size)

@@ -111,6 +111,28 @@ public final class Agent: @unchecked Sendable {
                 throw .configuration("\(name): \(path) holds no PEM certificate")
             }
         }
+        if let certificate = settings.clientCertificatePath, let key = settings.clientKeyPath {
+            try checkDiceAuthClientPair(certificate, key, names: "\(certificateName) and \(keyName)")
+        }
+    }
+
+    /// A client certificate and key that do not belong together would fail every Dice-Auth
+    /// request; refuse to start instead. The agent's TLS library reads them for the check, while
+    /// curl's is the one that uses them: a pair it cannot read is only warned about.
+    private func checkDiceAuthClientPair(_ certificate: String, _ key: String,
+                                         names: String) throws(AgentError)
+    {
+        var matches: Int32 = 0
+        var detail = [CChar](repeating: 0, count: 512)
+        let status = ota_key_pair_check(certificate, key, &matches, &detail, detail.count)
+        let reason = detail.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        if status == OTA_OK.rawValue && matches == 0 {
+            throw .configuration("\(names): \(reason)")
+        }
+        if status != OTA_OK.rawValue {
+            logger.warning("dice-auth-client-pair", [LogField("reason",
+                "cannot check that the client certificate and key match (\(reason)); curl will try them")])
+        }
     }
 
     /// Over plain http anyone on the path to Dice-Auth can answer 200 and so approve any device.

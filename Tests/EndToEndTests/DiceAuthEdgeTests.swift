@@ -308,6 +308,25 @@ struct DiceAuthEdgeTests {
         }
     }
 
+    /// A certificate with another pair's key would fail every request: the start fails instead,
+    /// naming both settings and files, and never showing the key.
+    @Test func clientCertificateWithAnotherKeyIsRefusedAtStart() async throws {
+        var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL)
+        environment["DICE_AUTH_CLIENT_CERT_PATH"] = Self.diceAuthFile("client.crt")
+        environment["DICE_AUTH_CLIENT_KEY_PATH"] = Self.diceAuthFile("other-client.key")
+        let child = try Agent.launch(environment: environment)
+        defer { child.kill() }
+
+        #expect(await child.waitForExit(within: .seconds(10)) == .exited(2), "\(child.transcript)")
+        let message = child.stderr.text
+        #expect(message.contains("DICE_AUTH_CLIENT_CERT_PATH") && message.contains("DICE_AUTH_CLIENT_KEY_PATH")
+                && message.contains("do not match") && message.contains("other-client.key"), "\(child.transcript)")
+        let key = try String(contentsOfFile: Self.diceAuthFile("other-client.key"), encoding: .utf8)
+        let keyBody = key.split(separator: "\n").dropFirst().first.map(String.init) ?? "?"
+        #expect(!message.contains(keyBody), "the client key leaked into the message")
+        #expect(!child.stderr.lines.contains { LogLine($0)?.event == "listening" }, "\(child.transcript)")
+    }
+
     @Test func unreadableClientKeyIsRefusedAtStart() async throws {
         var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL)
         environment["DICE_AUTH_CLIENT_CERT_PATH"] = Self.diceAuthFile("client.crt")

@@ -377,3 +377,32 @@ struct ServerConfigTests {
         ota_server_config_free(nil)
     }
 }
+
+@Suite("credentials.c: ota_key_pair_check")
+struct KeyPairCheckTests {
+    /// (certificate, key, status, matches)
+    @Test("a pair matches; another key is a definite no; a missing file is a failure to answer",
+          arguments: [("agent-rsa.crt", "agent-rsa.key", OTA_OK, 1), ("agent-ec.crt", "agent-ec.key", OTA_OK, 1),
+                      ("agent-rsa.crt", "agent-ec.key", OTA_OK, 0), ("dice-auth/client.crt", "dice-auth/other-client.key", OTA_OK, 0),
+                      ("agent-rsa.crt", "no-such.key", OTA_ERR_IO, 0)])
+    func pairs(certificate: String, key: String, status: ota_status, matches: Int32) {
+        var matched: Int32 = 7
+        var detail = DetailBuffer()
+        let result = ota_key_pair_check(Fixture.path(certificate), Fixture.path(key), &matched,
+                                        &detail.storage, detail.storage.count)
+        #expect(result == code(status), "\(detail.text)")
+        #expect(matched == matches, "\(detail.text)")
+        if matches == 0 && status == OTA_OK {
+            #expect(detail.text.contains(key) && detail.text.contains("do not match"), "\(detail.text)")
+        }
+    }
+
+    @Test("NULL paths or answer are usage errors")
+    func nullArguments() {
+        var matched: Int32 = 0
+        #expect(ota_key_pair_check(nil, Fixture.path("agent-ec.key"), &matched, nil, 0) == code(OTA_ERR_USAGE))
+        #expect(ota_key_pair_check(Fixture.path("agent-ec.crt"), nil, &matched, nil, 0) == code(OTA_ERR_USAGE))
+        #expect(ota_key_pair_check(Fixture.path("agent-ec.crt"), Fixture.path("agent-ec.key"), nil, nil, 0)
+                == code(OTA_ERR_USAGE))
+    }
+}

@@ -238,6 +238,17 @@ int ota_server_config_certificate(const ota_server_config *config, ota_cert_info
 
 void ota_server_config_free(ota_server_config *config);
 
+/*
+ * Whether the certificate (PEM, first in the file) and the private key (PEM) at these paths
+ * belong together, as this build's TLS library reads them: OTA_OK with `*matches` 1 or 0 (the
+ * detail then names both paths), or a failure status when one of them could not be read or is
+ * of a kind the library does not serve with (detail says which). Neither file's contents appear
+ * in the detail. For a client certificate handed to another library (curl's, for Dice-Auth),
+ * treat only `*matches` 0 as a definite mismatch.
+ */
+int ota_key_pair_check(const char *certificate_path, const char *key_path, int *matches,
+                       char *detail, size_t detail_size);
+
 /* ---- listener ------------------------------------------------------------------------------ */
 
 typedef struct ota_listener ota_listener;
