@@ -54,7 +54,7 @@ ota_der_frame(const uint8_t *bytes, size_t length, size_t max_total, size_t *tot
     } else {
         size_t length_bytes = first & 0x7f;
         if (length_bytes > 2) {
-            *reason = "length field longer than 2 bytes (certificate too large)";
+            *reason = "length field longer than 2 bytes: too large, or not minimally encoded";
             return OTA_DER_INVALID;
         }
         header_length = 2 + length_bytes;

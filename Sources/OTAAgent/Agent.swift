@@ -256,7 +256,7 @@ public final class Agent: @unchecked Sendable {
             logger.warning("stopping-now", fields)
             context?.cancelAll()
         } else {
-            logger.info("stopping", fields + [LogField("grace_s", Int(configuration.gracePeriod.seconds))])
+            logger.info("stopping", fields + [LogField("grace_s", seconds: configuration.gracePeriod)])
         }
         listener?.interrupt()
         context?.limits.interrupt()
@@ -313,9 +313,9 @@ public final class Agent: @unchecked Sendable {
     /// The run's timeout passed: no more devices; those in flight get the grace period.
     private func logTimeout() {
         logger.warning("timeout", [
-            LogField("timeout_s", Int(configuration.timeout?.seconds ?? 0)),
+            LogField("timeout_s", seconds: configuration.timeout ?? .zero),
             LogField("in_flight", state.running),
-            LogField("grace_s", Int(configuration.gracePeriod.seconds)),
+            LogField("grace_s", seconds: configuration.gracePeriod),
         ])
     }
 

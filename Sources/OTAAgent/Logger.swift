@@ -39,6 +39,20 @@ public struct LogField: Sendable {
     public init(_ key: String, _ value: some BinaryInteger) {
         self.init(key, String(value))
     }
+
+    /// A duration in seconds, to the millisecond, without trailing zeros: "60", "0.5", "2.25".
+    public init(_ key: String, seconds duration: Duration) {
+        let milliseconds = Int64((duration.seconds * 1000).rounded())
+        let (whole, fraction) = milliseconds.quotientAndRemainder(dividingBy: 1000)
+        guard fraction != 0 else {
+            self.init(key, String(whole))
+            return
+        }
+        var digits = String(abs(fraction))
+        digits = String(repeating: "0", count: 3 - digits.count) + digits
+        while digits.hasSuffix("0") { digits.removeLast() }
+        self.init(key, (milliseconds < 0 && whole == 0 ? "-" : "") + "\(whole).\(digits)")
+    }
 }
 
 /// Writes one line per event: UTC time, level, event name, then fields.

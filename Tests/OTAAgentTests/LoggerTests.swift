@@ -101,6 +101,14 @@ struct LoggerTests {
         #expect(captured.lines.map { splitTime($0).rest } == written.map { "\($0) e" })
     }
 
+    @Test("durations are seconds to the millisecond without trailing zeros",
+          arguments: [(Duration.seconds(60), "60"), (.milliseconds(500), "0.5"), (.milliseconds(2250), "2.25"),
+                      (.microseconds(1500), "0.002"), (.zero, "0"), (.milliseconds(-1500), "-1.5"),
+                      (.milliseconds(-20), "-0.02")])
+    func secondsField(duration: Duration, text: String) {
+        #expect(LogField("grace_s", seconds: duration).value == text)
+    }
+
     @Test("the default level is info")
     func defaultLevel() {
         let captured = CapturedLines()
