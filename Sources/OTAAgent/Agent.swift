@@ -68,7 +68,8 @@ public final class Agent: @unchecked Sendable {
         let context = SessionContext(credentials: credentials, image: image, diceAuth: client,
                                      handshakes: FairGate(limit: configuration.maxHandshakes),
                                      limits: ConnectionLimits(perAddress: configuration.maxPerAddress,
-                                                              unattested: configuration.maxUnattested),
+                                                              unattested: configuration.maxUnattested,
+                                                              sessions: configuration.maxConcurrent),
                                      deadlines: configuration.deadlines, cancel: cancel, logger: logger)
         handlesLock.withLock {
             startedContext = context
@@ -266,21 +267,22 @@ public final class Agent: @unchecked Sendable {
                             until deadline: ContinuousClock.Instant?)
     {
         while !state.stopping {
-            // Beyond the bound, devices wait in the listen queue rather than being refused.
-            guard state.acquireSlot(limit: configuration.maxConcurrent) else { break }
             // A connection that keeps the agent waiting is closed to make room only for one
-            // that is really there: first wait for it, then for room.
+            // that is really there: first wait for it, then for room (see ConnectionLimits).
             let waited = listener.waitForConnection(timeout: remaining(until: deadline), cancel: context.cancel)
             guard case .connection = waited else {
                 if next(after: waited, context) == .stop { return } else { continue }
             }
             guard context.limits.waitForRoom(until: deadline) else {
-                state.releaseSlot()
                 if !state.stopping { logTimeout() }
                 return
             }
+            // Beyond the bound, devices wait in the listen queue rather than being refused; a
+            // session closed to make room frees its slot as soon as its thread sees it.
+            guard state.acquireSlot(limit: configuration.maxConcurrent) else { break }
             let accepted = listener.accept(timeout: remaining(until: deadline), cancel: context.cancel)
             guard case .connection(let fd, let address, let port) = accepted else {
+                state.releaseSlot()
                 if next(after: accepted, context) == .stop { return } else { continue }
             }
             admit(fd: fd, address: address, port: port, context: context)
@@ -293,10 +295,9 @@ public final class Agent: @unchecked Sendable {
 
     private enum LoopStep { case retry, stop }
 
-    /// A wait on the listener that brought no connection: the loop's session slot is given
-    /// back, and the loop stops or, after a failure, tries again.
+    /// A wait on the listener that brought no connection: the loop stops or, after a failure,
+    /// tries again.
     private func next(after waited: Listener.Accepted, _ context: SessionContext) -> LoopStep {
-        state.releaseSlot()
         switch waited {
         case .timedOut:
             logTimeout()

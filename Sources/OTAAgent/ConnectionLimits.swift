@@ -45,6 +45,9 @@ final class ConnectionLimits: @unchecked Sendable {
     private let condition = NSCondition()
     private let perAddressLimit: Int
     private let unattestedLimit: Int
+    private let sessionLimit: Int
+    /// Connections admitted whose sessions have not ended, those closed to make room included.
+    private var open = 0
     private var perAddress: [String: Int] = [:]
     private var unattested: Set<UInt64> = []
     private var waiting: [UInt64: Waiting] = [:]
@@ -52,18 +55,27 @@ final class ConnectionLimits: @unchecked Sendable {
     private var nextID: UInt64 = 0
     private var interrupted = false
 
-    init(perAddress: Int, unattested: Int) {
+    /// `sessions` is the agent's bound on sessions at once: when they are all taken, a new
+    /// connection needs room as much as at the unattested bound.
+    init(perAddress: Int, unattested: Int, sessions: Int = .max) {
         perAddressLimit = max(1, perAddress)
         unattestedLimit = max(1, unattested)
+        sessionLimit = max(1, sessions)
     }
 
-    /// Blocks the accept loop until one more unattested connection fits, closing the session
+    /// No room for one more connection: the unattested bound is reached, or every session is
+    /// taken by one not already on its way out.
+    private var full: Bool {
+        unattested.count >= unattestedLimit || open - evicted.count >= sessionLimit
+    }
+
+    /// Blocks the accept loop until one more connection fits (see `full`), closing the session
     /// furthest past its patience if that is what makes room. False when interrupted or when
     /// `deadline` passed first.
     func waitForRoom(until deadline: ContinuousClock.Instant?) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        while !interrupted && unattested.count >= unattestedLimit {
+        while !interrupted && full {
             var wakeAt = deadline
             if let (id, entry) = waiting.min(by: { $0.value.evictableAt < $1.value.evictableAt }) {
                 if ContinuousClock.now >= entry.evictableAt {
@@ -98,6 +110,7 @@ final class ConnectionLimits: @unchecked Sendable {
             let fromAddress = perAddress[address, default: 0]
             guard fromAddress < perAddressLimit else { return nil }
             nextID += 1
+            open += 1
             perAddress[address] = fromAddress + 1
             unattested.insert(nextID)
             return Ticket(id: nextID, address: address)
@@ -138,6 +151,7 @@ final class ConnectionLimits: @unchecked Sendable {
             waiting[ticket.id] = nil
             evicted.remove(ticket.id)
             unattested.remove(ticket.id)
+            open -= 1
             let left = perAddress[ticket.address, default: 1] - 1
             perAddress[ticket.address] = left > 0 ? left : nil
             condition.broadcast()

@@ -71,6 +71,26 @@ struct ConnectionLimitTests {
         #expect(ends.contains { $0["outcome"] == "updated" }, "\(agent.transcript)")
     }
 
+    /// When idle connections take every session slot (below the unattested bound), they make
+    /// room all the same.
+    @Test func idleConnectionsHoldingEverySessionSlotMakeRoom() async throws {
+        let image = try await ServedImage.sample()
+        let testbed = try await Testbed.start(settings: [
+            "OTA_MODE": "serve", "OTA_MAX_CONCURRENT": "2", "OTA_HANDSHAKE_TIMEOUT": "30",
+        ])
+        defer { testbed.stop() }
+        let agent = testbed.agent
+        let idle = try (0..<2).map { _ in try LoopbackSocket.connect(port: agent.port) }
+        defer { idle.forEach { close($0) } }
+
+        let run = try await DeviceSimulator.run(port: agent.port)
+
+        expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
+        _ = await agent.waitForLog("session-end", number: 2)
+        #expect(agent.log("session-end").contains { $0["reason"]?.contains("closed to make room") == true },
+                "\(agent.transcript)")
+    }
+
     /// A connection that sent part of a hello owes the rest at once: at the bound it makes room
     /// as a silent one does, long before its handshake deadline.
     @Test func atTheUnattestedBoundAConnectionStalledInItsHelloMakesRoom() async throws {
