@@ -37,26 +37,32 @@
 #define OTA_FREQ(code) (1u << (code))
 #define OTA_FREQ_ALL (OTA_FREQ(0x0) | OTA_FREQ(0x1) | OTA_FREQ(0x2) | OTA_FREQ(0xF))
 
-/* The ESP32 family as esptool 5.6 knows it (IMAGE_CHIP_ID and FLASH_FREQUENCY per target). */
+/*
+ * The ESP32 family as esptool 5.6 knows it (per target: IMAGE_CHIP_ID, FLASH_FREQUENCY, and the
+ * DROM entry of MEMORY_MAP: where flash is mapped as read-only data, which is where ESP-IDF
+ * links the application description, first in the image).
+ */
 static const struct ota_app_chip {
     uint16_t id;
     const char *name;
     uint32_t frequencies;
+    uint32_t drom_start;
+    uint32_t drom_end;
 } ota_app_chips[] = {
-    {0, "ESP32", OTA_FREQ_ALL},
-    {2, "ESP32-S2", OTA_FREQ_ALL},
-    {5, "ESP32-C3", OTA_FREQ_ALL},
-    {9, "ESP32-S3", OTA_FREQ_ALL},
-    {12, "ESP32-C2", OTA_FREQ_ALL},
-    {13, "ESP32-C6", OTA_FREQ(0x0) | OTA_FREQ(0x2)},
-    {16, "ESP32-H2", OTA_FREQ_ALL},
-    {18, "ESP32-P4", OTA_FREQ_ALL},
-    {20, "ESP32-C61", OTA_FREQ(0x0) | OTA_FREQ(0x2) | OTA_FREQ(0xF)},
-    {23, "ESP32-C5", OTA_FREQ(0x0) | OTA_FREQ(0x2) | OTA_FREQ(0xF)},
-    {25, "ESP32-H21", OTA_FREQ(0x0) | OTA_FREQ(0xF)},
-    {28, "ESP32-H4", OTA_FREQ(0x0) | OTA_FREQ(0xF)},
-    {31, "ESP32-E22", OTA_FREQ_ALL},
-    {32, "ESP32-S31", OTA_FREQ(0x0) | OTA_FREQ(0x2) | OTA_FREQ(0xF)},
+    {0, "ESP32", OTA_FREQ_ALL, 0x3F400000, 0x3F800000},
+    {2, "ESP32-S2", OTA_FREQ_ALL, 0x3F000000, 0x3FF80000},
+    {5, "ESP32-C3", OTA_FREQ_ALL, 0x3C000000, 0x3C800000},
+    {9, "ESP32-S3", OTA_FREQ_ALL, 0x3C000000, 0x3D000000},
+    {12, "ESP32-C2", OTA_FREQ_ALL, 0x3C000000, 0x3C400000},
+    {13, "ESP32-C6", OTA_FREQ(0x0) | OTA_FREQ(0x2), 0x42000000, 0x43000000},
+    {16, "ESP32-H2", OTA_FREQ_ALL, 0x42000000, 0x43000000},
+    {18, "ESP32-P4", OTA_FREQ_ALL, 0x40000000, 0x4C000000},
+    {20, "ESP32-C61", OTA_FREQ(0x0) | OTA_FREQ(0x2) | OTA_FREQ(0xF), 0x42000000, 0x44000000},
+    {23, "ESP32-C5", OTA_FREQ(0x0) | OTA_FREQ(0x2) | OTA_FREQ(0xF), 0x42000000, 0x44000000},
+    {25, "ESP32-H21", OTA_FREQ(0x0) | OTA_FREQ(0xF), 0x42000000, 0x43000000},
+    {28, "ESP32-H4", OTA_FREQ(0x0) | OTA_FREQ(0xF), 0x42000000, 0x44000000},
+    {31, "ESP32-E22", OTA_FREQ_ALL, 0x3C000000, 0x40000000},
+    {32, "ESP32-S31", OTA_FREQ(0x0) | OTA_FREQ(0x2) | OTA_FREQ(0xF), 0x40000000, 0x54000000},
 };
 
 /* One walk over the image: where it is, what it has computed so far. */
@@ -67,6 +73,7 @@ struct ota_app_walk {
     uint64_t position;
     uint8_t checksum;
     ota_sha256_ctx *sha256; /* NULL unless the image carries a SHA-256 */
+    const struct ota_app_chip *chip;
     char *detail;
     size_t detail_size;
 };
@@ -299,6 +306,15 @@ ota_app_walk_segment(struct ota_app_walk *walk, unsigned index, ota_app_image_in
         return ota_app_consume(walk, NULL, length, 1);
     }
 
+    uint32_t address = ota_app_le32(header);
+    if (address < walk->chip->drom_start || address >= walk->chip->drom_end) {
+        ota_detail_set(walk->detail, walk->detail_size,
+                       "no application description: segment 0 loads at 0x%08x, outside %s's "
+                       "flash-mapped data (0x%08x to 0x%08x), where ESP-IDF puts it",
+                       address, walk->chip->name, walk->chip->drom_start, walk->chip->drom_end);
+        return OTA_ERR_CONFIG;
+    }
+
     if (length < OTA_APP_DESC_LENGTH) {
         ota_detail_set(walk->detail, walk->detail_size,
                        "no application description: segment 0 is %u bytes, esp_app_desc_t "
@@ -387,6 +403,9 @@ ota_app_walk_image(struct ota_app_walk *walk, ota_app_image_info *info)
     }
     if (status == OTA_OK) {
         status = ota_app_check_header(header, info, walk->detail, walk->detail_size);
+    }
+    if (status == OTA_OK) {
+        walk->chip = ota_app_chip_find(info->chip_id);
     }
     /* Only now is it known whether a SHA-256 is to be computed; the header is its start. */
     if (status == OTA_OK && info->hash_appended) {

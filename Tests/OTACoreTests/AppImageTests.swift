@@ -140,6 +140,12 @@ let defectCases: [DefectCase] = [
     DefectCase(testDescription: "no application description (a bootloader's first segment)",
                make: { built { $0.includeDescription = false } },
                detail: "no application description: segment 0 starts with 0x"),
+    DefectCase(testDescription: "first segment outside the chip's flash-mapped data", make: {
+        var builder = AppImageBuilder(chipID: 13)
+        builder.segments[0].address = 0x3F40_0020
+        return builder.bytes()
+    }, detail: "no application description: segment 0 loads at 0x3f400020, outside ESP32-C6's flash-mapped data "
+        + "(0x42000000 to 0x43000000), where ESP-IDF puts it"),
     DefectCase(testDescription: "first segment shorter than a description",
                make: { var builder = AppImageBuilder(segmentSizes: [100, 512])
                    builder.includeDescription = false

@@ -353,7 +353,8 @@ typedef int (*ota_app_image_read_fn)(void *context, uint64_t offset, uint8_t *bu
  * multiple of 4; the checksum byte (0xEF XOR every segment byte, the last byte of the image's
  * 16-byte padding); the appended SHA-256 when the flag says there is one (over every byte
  * before it); the application description (esp_app_desc_t, magic 0xABCD5432) at the start of
- * the first segment's data. Bytes after the image are allowed (signature blocks follow it).
+ * the first segment's data, which loads in the chip's flash-mapped data range (DROM), as
+ * ESP-IDF links it. Bytes after the image are allowed (signature blocks follow it).
  *
  * The source is read front to back once, in blocks of at most 4 KiB, never held whole: images
  * may be far larger than memory allows. Pure apart from `read`: no I/O, no globals, so it is
