@@ -168,7 +168,9 @@ struct EsptoolAgreementTests {
 
     @Test("every image the agent accepts esptool accepts, naming the same chip and project; corrupt ones both refuse",
           .enabled(if: Esptool.path != nil || Esptool.required, "\(Esptool.howToGet)"),
-          arguments: agreementCases + mutationCases)
+          // One esptool at a time: a couple of hundred Python processes at once would starve the
+          // suite's timing tests on a small machine.
+          .serialized, arguments: agreementCases + mutationCases)
     func agreement(_ image: AgreementCase) throws {
         let esptool = try #require(Esptool.path, "\(Esptool.howToGet)")
         let directory = try TemporaryDirectory()
