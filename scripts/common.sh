@@ -23,11 +23,16 @@ find_swift() {
     fi
 }
 
-# Installs the missing Debian packages with apt-get (as root, or through sudo).
+# Installs the missing Debian packages with apt-get (as root, or through sudo): the ones named,
+# or else required_packages.
 install_packages() {
+    local wanted=("${required_packages[@]}")
+    if [ "$#" -gt 0 ]; then
+        wanted=("$@")
+    fi
     local missing=()
     local package
-    for package in "${required_packages[@]}"; do
+    for package in "${wanted[@]}"; do
         if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
             missing+=("$package")
         fi
@@ -43,4 +48,37 @@ install_packages() {
     say "installing ${missing[*]}"
     "${run_as_root[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${run_as_root[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Espressif's esptool, pinned with what it needs in scripts/esptool-requirements.txt: the tests
+# hold the agent's image checks against it. Installed from PyPI into a virtual environment of
+# its own, Debian's python3 and python3-venv first.
+esptool_venv="$repo_root/.build-tools/esptool"
+
+# Installs the pinned esptool unless it is there already; sets esptool to its path. Exits (never
+# skips) when it cannot: a run without it would not check what it claims to.
+install_esptool() {
+    esptool="$esptool_venv/bin/esptool"
+    local requirements="$repo_root/scripts/esptool-requirements.txt"
+    local version
+    version="$(sed -n 's/^esptool==//p' "$requirements")"
+    if [ -x "$esptool" ] && "$esptool" version 2>/dev/null | grep -qx "$version" &&
+        cmp -s "$requirements" "$esptool_venv/requirements.txt"; then
+        return
+    fi
+
+    install_packages python3 python3-venv
+    say "installing esptool $version from PyPI into .build-tools/esptool"
+    rm -rf "$esptool_venv"
+    if ! /usr/bin/python3 -m venv "$esptool_venv" ||
+        ! "$esptool_venv/bin/pip" install --quiet --disable-pip-version-check \
+            --no-input -r "$requirements"; then
+        say "cannot install esptool $version from PyPI (see above)"
+        exit 1
+    fi
+    if ! "$esptool" version 2>/dev/null | grep -qx "$version"; then
+        say "$esptool is not esptool $version"
+        exit 1
+    fi
+    cp "$requirements" "$esptool_venv/requirements.txt"
 }

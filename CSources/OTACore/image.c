@@ -182,6 +182,28 @@ ota_image_sha256(const ota_image *image, uint8_t digest[32])
     return status;
 }
 
+static int
+ota_image_read_for_check(void *context, uint64_t offset, uint8_t *buffer, size_t length)
+{
+    return ota_image_read_at(context, buffer, length, offset);
+}
+
+int
+ota_image_check_app_format(const ota_image *image, ota_app_image_info *info, char *detail,
+                           size_t detail_size)
+{
+    if (image == NULL) {
+        if (info != NULL) {
+            memset(info, 0, sizeof(*info));
+        }
+        ota_detail_set(detail, detail_size, "no image");
+        return OTA_ERR_USAGE;
+    }
+    /* The read function's context is not const; ota_image_read_at never writes the image. */
+    return ota_app_image_check(ota_image_read_for_check, (void *)image, ota_image_size(image),
+                               info, detail, detail_size);
+}
+
 void
 ota_image_free(ota_image *image)
 {

@@ -57,6 +57,9 @@ public final class Agent: @unchecked Sendable {
     public func start() throws(AgentError) {
         try checkDiceAuthFiles()
         let image = try FirmwareImage(path: configuration.imagePath)
+        let digest = try image.sha256()
+        try checkExpectedDigest(digest, of: image)
+        let format = configuration.allowAnyImage ? nil : try image.checkAppFormat()
         let credentials = try ServerCredentials(certificatePath: configuration.certificatePath,
                                                 keyPath: configuration.keyPath, tls: configuration.tls)
         let cancel = try CancelSource()
@@ -75,7 +78,7 @@ public final class Agent: @unchecked Sendable {
             startedContext = context
             startedListener = listener
         }
-        try logStart(image: image, credentials: credentials)
+        logStart(image: image, digest: digest, format: format, credentials: credentials)
         logger.info("listening", [LogField("address", listener.address),
                                   LogField("port", listener.port)])
     }
@@ -159,14 +162,34 @@ public final class Agent: @unchecked Sendable {
         }
     }
 
-    private func logStart(image: FirmwareImage, credentials: ServerCredentials) throws(AgentError) {
+    /// The file an orchestrator meant to serve, or none: a digest given at start must match.
+    private func checkExpectedDigest(_ digest: String, of image: FirmwareImage) throws(AgentError) {
+        guard let expected = configuration.expectedSHA256, expected != digest else { return }
+        throw .configuration("\(EnvironmentKey.expectedSHA256.rawValue) (--expected-sha256): \(image.path) has "
+            + "SHA-256 \(digest), expected \(expected)")
+    }
+
+    /// What the image is: its app description's fields, or that its format was not checked.
+    private func imageFields(_ format: AppImageInfo?) -> [LogField] {
+        guard let format else { return [LogField("image_format", "unchecked")] }
+        var fields = [LogField("image_format", "esp-idf-app"), LogField("chip", format.chip),
+                      LogField("project", format.project), LogField("app_version", format.version),
+                      LogField("idf_version", format.idfVersion)]
+        if format.trailingBytes > 0 { fields.append(LogField("trailing_bytes", format.trailingBytes)) }
+        return fields
+    }
+
+    private func logStart(image: FirmwareImage, digest: String, format: AppImageInfo?,
+                          credentials: ServerCredentials)
+    {
         let server = credentials.certificate
         logger.info("starting", [
             LogField("backend", String(cString: ota_backend_name())),
             LogField("mode", configuration.mode.rawValue),
             LogField("image", image.path),
             LogField("bytes", image.size),
-            LogField("sha256", try image.sha256()),
+            LogField("sha256", digest),
+        ] + imageFields(format) + [
             LogField("server_cert", server.subject),
             LogField("server_fp", server.shortFingerprint),
             LogField("tls_min", configuration.tls.minimumVersion.rawValue),

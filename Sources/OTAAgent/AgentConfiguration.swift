@@ -15,6 +15,10 @@ public struct AgentConfiguration: Sendable {
     public var diceAuthURL: String
     public var certificatePath: String
     public var keyPath: String
+    /// The image's SHA-256, lower-case hex: at start, a file whose digest differs is refused.
+    public var expectedSHA256: String?
+    /// Serve a file of any format: no ESP-IDF app image check (size and SHA-256 still logged).
+    public var allowAnyImage = false
     public var port: UInt16 = 4433
     /// A numeric address to bind, or nil for every address (IPv6 and IPv4).
     public var bindAddress: String?

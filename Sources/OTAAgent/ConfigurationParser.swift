@@ -27,6 +27,10 @@ public enum ConfigurationParser {
                 help: "server certificate, PEM (required)"),
         Setting(flag: "--key", key: .keyPath, value: "PATH",
                 help: "server private key, PEM (required; never logged)"),
+        Setting(flag: "--expected-sha256", key: .expectedSHA256, value: "HEX",
+                help: "refuse to start unless the image's SHA-256 is this (64 hex digits)"),
+        Setting(flag: "--allow-any-image", key: .allowAnyImage, value: "",
+                help: "serve a file of any format: no ESP-IDF app image check (variable: 1 or 0)"),
         Setting(flag: "--port", key: .port, value: "PORT",
                 help: "TCP port to listen on (default 4433; 0 = any free port)"),
         Setting(flag: "--bind", key: .bindAddress, value: "ADDRESS",
@@ -92,6 +96,9 @@ public enum ConfigurationParser {
             case "--serve":
                 flags["--mode"] = AgentMode.serve.rawValue
                 continue
+            case "--allow-any-image":
+                flags["--allow-any-image"] = "1"
+                continue
             default: break
             }
 
@@ -134,6 +141,8 @@ public enum ConfigurationParser {
             certificatePath: try values.required("--cert"),
             keyPath: try values.required("--key"))
         try checkURL(configuration.diceAuthURL, name: values.name(of: "--dice-auth-url"))
+        configuration.expectedSHA256 = try values.sha256("--expected-sha256")
+        configuration.allowAnyImage = try values.boolean("--allow-any-image") ?? false
 
         if let port = try values.integer("--port", in: 0...65535) { configuration.port = UInt16(port) }
         configuration.bindAddress = values.string("--bind")
@@ -298,6 +307,28 @@ struct SettingValues {
                 + "\(range.lowerBound)...\(range.upperBound)")
         }
         return value
+    }
+
+    /// A switch: 1, true, yes or on; 0, false, no or off (any case).
+    func boolean(_ flag: String) throws(AgentError) -> Bool? {
+        guard let text = string(flag) else { return nil }
+        switch text.lowercased() {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw .configuration("\(name(of: flag)): '\(text)' is not 1 or 0 (true or false, yes or no, on or off)")
+        }
+    }
+
+    /// A SHA-256 digest: 64 hex digits in either case, returned in lower case.
+    func sha256(_ flag: String) throws(AgentError) -> String? {
+        guard let text = string(flag) else { return nil }
+        let isHex = text.utf8.allSatisfy { byte in
+            (0x30...0x39).contains(byte) || (0x41...0x46).contains(byte) || (0x61...0x66).contains(byte)
+        }
+        guard text.utf8.count == 64, isHex else {
+            throw .configuration("\(name(of: flag)): '\(text)' is not a SHA-256 digest (64 hex digits)")
+        }
+        return text.lowercased()
     }
 
     func duration(_ flag: String) throws(AgentError) -> Duration? {

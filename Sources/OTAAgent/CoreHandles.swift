@@ -110,6 +110,46 @@ final class FirmwareImage: @unchecked Sendable {
     }
 }
 
+/// What an ESP-IDF app image says about itself (see `ota_app_image_info`); text is printable ASCII.
+struct AppImageInfo: Sendable {
+    let chip: String
+    let project: String
+    let version: String
+    let idfVersion: String
+    let segments: Int
+    let hashAppended: Bool
+    /// Bytes after the image proper, such as a secure boot signature block.
+    let trailingBytes: UInt64
+}
+
+extension FirmwareImage {
+    /// Checks the file as an ESP-IDF app image (`ota_image_check_app_format`): a defect is a
+    /// configuration error naming it, a read failure an internal one.
+    func checkAppFormat() throws(AgentError) -> AppImageInfo {
+        var info = ota_app_image_info()
+        var detail = [CChar](repeating: 0, count: 512)
+        let status = ota_image_check_app_format(raw, &info, &detail, detail.count)
+        let text = detail.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        guard status == OTA_OK.rawValue else {
+            let setting = "\(EnvironmentKey.firmwarePath.rawValue) (--image)"
+            guard status == OTA_ERR_CONFIG.rawValue else {
+                throw AgentError(.internal, "\(setting): cannot check \(path): \(text)")
+            }
+            throw .configuration("\(setting): \(path) is not a valid ESP-IDF app image: \(text) "
+                + "(--allow-any-image or \(EnvironmentKey.allowAnyImage.rawValue)=1 serves files of other formats)")
+        }
+        return AppImageInfo(chip: info.chip_name.map { String(cString: $0) } ?? "?",
+                            project: Self.text(info.project_name), version: Self.text(info.version),
+                            idfVersion: Self.text(info.idf_version), segments: Int(info.segment_count),
+                            hashAppended: info.hash_appended != 0, trailingBytes: info.trailing_bytes)
+    }
+
+    /// A NUL-terminated C array field as a string.
+    private static func text<T>(_ field: T) -> String {
+        withUnsafeBytes(of: field) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+}
+
 /// A cancellation source: once fired, every blocking core call given it returns promptly.
 final class CancelSource: @unchecked Sendable {
     let raw: OpaquePointer

@@ -5,6 +5,8 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case diceAuthURL = "DICE_AUTH_URL"
     case certificatePath = "SERVER_CRT_PATH"
     case keyPath = "SERVER_KEY_PATH"
+    case expectedSHA256 = "NEW_FIRMWARE_SHA256"
+    case allowAnyImage = "OTA_ALLOW_ANY_IMAGE"
     case port = "OTA_PORT"
     case bindAddress = "OTA_BIND"
     case mode = "OTA_MODE"

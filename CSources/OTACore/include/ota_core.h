@@ -329,6 +329,76 @@ int ota_image_sha256(const ota_image *image, uint8_t digest[32]);
 
 void ota_image_free(ota_image *image);
 
+/* ---- ESP-IDF application image format ------------------------------------------------------ */
+
+/* Largest segment count an ESP-IDF bootloader loads. */
+#define OTA_APP_IMAGE_MAX_SEGMENTS 16
+
+/* What a valid ESP-IDF app image says about itself. Strings are NUL-terminated; bytes outside
+ * printable ASCII are shown as '?', so the fields are safe to log. */
+typedef struct ota_app_image_info {
+    uint16_t chip_id;         /* the extended header's chip id, e.g. 9 */
+    const char *chip_name;    /* e.g. "ESP32-S3" (static storage) */
+    uint16_t min_chip_revision; /* major * 100 + minor, e.g. 3 for v0.3 */
+    uint16_t max_chip_revision;
+    uint8_t segment_count;
+    uint8_t spi_mode;         /* 0 QIO, 1 QOUT, 2 DIO, 3 DOUT */
+    uint8_t spi_size;         /* 0 = 1 MB ... 7 = 128 MB */
+    uint8_t spi_speed;        /* the chip's frequency code */
+    uint32_t entry_point;
+    uint8_t checksum;         /* the checksum byte, equal to what the segments give */
+    int hash_appended;        /* 1 when a SHA-256 of the image follows the checksum byte */
+    uint8_t appended_sha256[32]; /* that SHA-256 (zeros when none) */
+    uint64_t image_length;    /* header to checksum byte, plus 32 with the appended SHA-256 */
+    uint64_t trailing_bytes;  /* file bytes after the image (a signature block, for one) */
+    uint32_t secure_version;  /* from the application description, as the rest below */
+    char project_name[33];
+    char version[33];
+    char idf_version[33];
+    char compile_date[17];
+    char compile_time[17];
+} ota_app_image_info;
+
+/*
+ * Reads `length` bytes at `offset` into `buffer`, all of them: OTA_OK, or a negative status
+ * (a short source is the source's error, e.g. OTA_ERR_CHANGED for a file that shrank).
+ */
+typedef int (*ota_app_image_read_fn)(void *context, uint64_t offset, uint8_t *buffer,
+                                     size_t length);
+
+/*
+ * Checks that the `size` bytes behind `read` are an ESP-IDF application image: magic 0xE9,
+ * 1 to 16 segments, SPI mode, size and frequency codes, a non-zero entry point, an ESP32 family
+ * chip id, the hash-appended flag 0 or 1; every segment whole within the file, its length a
+ * multiple of 4; the checksum byte (0xEF XOR every segment byte, the last byte of the image's
+ * 16-byte padding); the appended SHA-256 when the flag says there is one (over every byte
+ * before it); the application description (esp_app_desc_t, magic 0xABCD5432) at the start of
+ * the first segment's data, which loads in the chip's flash-mapped data range (DROM), as
+ * ESP-IDF links it. Bytes after the image are allowed (signature blocks follow it).
+ *
+ * The source is read front to back once, in blocks of at most 4 KiB, never held whole: images
+ * may be far larger than memory allows. Pure apart from `read`: no I/O, no globals, so it is
+ * safe from any thread and fuzzable over a buffer.
+ *
+ * Returns OTA_OK and fills `*info` (may be NULL); OTA_ERR_CONFIG when the bytes are not a
+ * valid image, with the first defect found in `detail` (e.g. "checksum byte is 0x12, segments
+ * give 0x34"); `read`'s own status when it fails; OTA_ERR_USAGE for a NULL `read`;
+ * OTA_ERR_MEMORY when no SHA-256 context could be had. `*info` is zeroed on failure.
+ */
+int ota_app_image_check(ota_app_image_read_fn read, void *context, uint64_t size,
+                        ota_app_image_info *info, char *detail, size_t detail_size);
+
+/* The same over bytes in memory (tests, fuzzing). */
+int ota_app_image_check_bytes(const uint8_t *bytes, size_t length, ota_app_image_info *info,
+                              char *detail, size_t detail_size);
+
+/* The same over an open image, read by offset as transfers read it. */
+int ota_image_check_app_format(const ota_image *image, ota_app_image_info *info, char *detail,
+                               size_t detail_size);
+
+/* The chip name of an image chip id ("ESP32-C6"), or NULL for an id outside the family. */
+const char *ota_app_image_chip_name(uint16_t chip_id);
+
 /* ---- connection ---------------------------------------------------------------------------- */
 
 typedef struct ota_conn ota_conn;

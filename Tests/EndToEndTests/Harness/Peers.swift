@@ -72,10 +72,12 @@ struct Agent {
 
     /// A complete configuration: sample image, the RSA server certificate, an ephemeral port on
     /// 127.0.0.1. OTA_TIMEOUT is a safety net so that even a leaked agent ends by itself.
+    /// Any other image is some bytes of a given size (random, 1 byte to 70 MiB), not an ESP-IDF
+    /// app image, so it is served with OTA_ALLOW_ANY_IMAGE=1; the sample goes through the check.
     static func environment(diceAuthURL: String, server: String = "agent-rsa",
                             image: URL = Fixtures.sampleImage) -> [String: String]
     {
-        Fixtures.baseEnvironment.merging([
+        var environment = Fixtures.baseEnvironment.merging([
             "NEW_FIRMWARE_PATH": image.path,
             "DICE_AUTH_URL": diceAuthURL,
             "SERVER_CRT_PATH": Fixtures.certificate("\(server).crt").path,
@@ -84,6 +86,10 @@ struct Agent {
             "OTA_BIND": "127.0.0.1",
             "OTA_TIMEOUT": "60",
         ]) { _, new in new }
+        if image.standardizedFileURL != Fixtures.sampleImage.standardizedFileURL {
+            environment["OTA_ALLOW_ANY_IMAGE"] = "1"
+        }
+        return environment
     }
 
     /// A Dice-Auth URL that must never be reached, for agents no device talks to.
