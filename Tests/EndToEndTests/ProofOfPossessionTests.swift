@@ -125,6 +125,74 @@ struct ProofOfPossessionTests {
         #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(0), "\(agent.transcript)")
     }
 
+    /// A DICE-style device certificate under the fleet's root (CA:TRUE, keyCertSign only, the
+    /// critical DICE extension) valid from `start` to `end` (YYYYMMDDHHMMSSZ): DER and key.
+    static func deviceCertificate(in scratch: ScratchFolder, from start: String, to end: String) async throws
+        -> (der: URL, key: URL)
+    {
+        let config = """
+            [ca]
+            default_ca = fleet
+            [fleet]
+            database = \(scratch.file("index.txt").path)
+            new_certs_dir = \(scratch.url.path)
+            serial = \(scratch.file("serial").path)
+            default_md = sha256
+            policy = anything
+            unique_subject = no
+            [anything]
+            commonName = supplied
+            organizationName = optional
+            [device]
+            basicConstraints = critical, CA:TRUE
+            keyUsage = critical, keyCertSign
+            1.3.6.1.4.1.11129.2.1.24 = critical, DER:30:00
+            """
+        let configFile = try scratch.write("ca.cnf", Array(config.utf8))
+        _ = try scratch.write("index.txt", [])
+        _ = try scratch.write("serial", Array("01\n".utf8))
+        let (key, request, pem, der) = (scratch.file("device.key"), scratch.file("device.csr"),
+                                        scratch.file("device.crt"), scratch.file("device.der"))
+        try await StartupCheckTests.runTool("openssl", [
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key.path,
+            "-subj", "/CN=esp32-device-dated/O=ota-agent demo fleet", "-out", request.path,
+        ])
+        try await StartupCheckTests.runTool("openssl", [
+            "ca", "-batch", "-config", configFile.path, "-cert", Fixtures.certificate("dice-root.crt").path,
+            "-keyfile", Fixtures.certificate("dice-root.key").path, "-extensions", "device", "-in", request.path,
+            "-out", pem.path, "-startdate", start, "-enddate", end, "-notext",
+        ])
+        try await StartupCheckTests.runTool("openssl", ["x509", "-in", pem.path, "-outform", "DER", "-out", der.path])
+        return (der, key)
+    }
+
+    /// Dates say nothing about who holds the key: the TLS layer lets an expired (or not yet
+    /// valid) certificate prove possession, and Dice-Auth, as for a legacy device, judges the
+    /// dates (and refuses).
+    @Test(.enabled(if: Fixtures.systemProgram("openssl") != nil, "the openssl command is not installed"),
+          arguments: [("20200101000000Z", "20210101000000Z"), ("20900101000000Z", "20910101000000Z")])
+    func certificateOutsideItsDatesStillProvesItsKeyAndDiceAuthJudgesTheDates(start: String, end: String)
+        async throws
+    {
+        let scratch = try ScratchFolder()
+        defer { scratch.remove() }
+        let (der, key) = try await Self.deviceCertificate(in: scratch, from: start, to: end)
+        let testbed = try await Testbed.start()
+        defer { testbed.stop() }
+        let agent = testbed.agent
+
+        let run = try await DeviceSimulator.run(port: agent.port, payload: der,
+                                                options: ["--handshake-cert", der.path, "--handshake-key", key.path])
+
+        expectRefused(run.onlyDevice(), "\(run.transcript)\n\(agent.transcript)")
+        let ended = try await Self.sessionEnd(agent)
+        #expect(ended["phase"] == "attestation" && ended["verdict"] == "rejected", "\(ended)")
+        #expect(ended["proof"] == (Self.backendAsks ? "yes" : "no"), "\(ended)")
+        #expect(ended["cert"]?.contains("esp32-device-dated") == true, "\(ended)")
+        let requests = await testbed.verifier.waitForRequests(1)
+        #expect(requests.count == 1, "Dice-Auth must judge the dates\n\(testbed.verifier.child.transcript)")
+    }
+
     @Test func requireProofRefusesALegacyReplayAndUpdatesTheProvingDevice() async throws {
         guard Self.backendAsks else {
             // The mbedTLS build cannot check the proof, so demanding it is a configuration error.
