@@ -425,7 +425,8 @@ struct DevicePolicyParserTests {
 
     @Test("a fingerprint that is not 64 hex digits is refused, naming the setting",
           arguments: ["86d8e904f5c1", String(repeating: "g", count: 64), String(repeating: "a", count: 65),
-                      "86:d8:e9", String(repeating: "a", count: 64) + ",", "sha256:" + String(repeating: "a", count: 64)])
+                      "86:d8:e9", String(repeating: "a", count: 64) + ",",
+                      "sha256:" + String(repeating: "a", count: 64)])
     func badFingerprint(text: String) {
         let fromFlag = refusal(["--expect-device", text])
         #expect(fromFlag.contains("--expect-device") && !fromFlag.contains("OTA_EXPECTED_DEVICES"), "\(fromFlag)")
