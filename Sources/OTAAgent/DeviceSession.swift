@@ -172,10 +172,10 @@ struct DeviceSession {
         let presented = try connection.presentedCertificate()
         let fingerprint = record.certificate?.fingerprint ?? ""
         let decision = context.policy.decide(data: der, presented: presented, fingerprint: fingerprint)
-        // Possession is proved only when the handshake's certificate is the attested one.
-        record.provedPossession = presented != nil && decision == .admit
+        // Possession of the attested certificate's key: proved only when the handshake's
+        // certificate is that certificate (another device's key proves nothing about it).
+        record.provedPossession = presented != nil && presented == der
         guard case .refuse(let reason) = decision else { return true }
-        record.provedPossession = false
         record.reason = reason
         context.logger.warning("policy-refused", identityFields(record) + [
             LogField("cert_sha256", fingerprint),

@@ -27,14 +27,14 @@ struct ProofOfPossessionTests {
     /// A refusal by the policy: zero bytes on both sides, the reason logged with the
     /// fingerprint, and Dice-Auth never asked about it.
     static func expectRefusedByPolicy(_ run: SimulatorRun, _ testbed: Testbed, session number: Int,
-                                      fingerprint: String, reason: String,
+                                      fingerprint: String, reason: String, proof: String = "no",
                                       sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let agent = testbed.agent
         expectRefused(run.onlyDevice(), "\(run.transcript)\n\(agent.transcript)", sourceLocation: sourceLocation)
         let ended = try await sessionEnd(agent, number: number, sourceLocation: sourceLocation)
         #expect(ended["outcome"] == "refused" && ended.integer("bytes") == 0, "\(ended)",
                 sourceLocation: sourceLocation)
-        #expect(ended["verdict"] == "none" && ended["proof"] == "no", "\(ended)", sourceLocation: sourceLocation)
+        #expect(ended["verdict"] == "none" && ended["proof"] == proof, "\(ended)", sourceLocation: sourceLocation)
         #expect(ended["reason"]?.contains(reason) == true, "\(ended)", sourceLocation: sourceLocation)
         let refusal = agent.log("policy-refused").last
         #expect(refusal?["cert_sha256"] == fingerprint, "\(agent.transcript)", sourceLocation: sourceLocation)
@@ -246,7 +246,8 @@ struct ProofOfPossessionTests {
         let second = try await DeviceSimulator.run(port: agent.port, attestation: "device-2.der",
                                                    options: Self.proving(key: "device-2.key"))
         try await Self.expectRefusedByPolicy(second, testbed, session: 1, fingerprint: other,
-                                             reason: "not an expected device")
+                                             reason: "not an expected device",
+                                             proof: Self.backendAsks ? "yes" : "no")
 
         // A legacy replay of that second device's certificate: refused the same way.
         let replay = try await DeviceSimulator.run(port: agent.port, attestation: "device-2.der")
@@ -267,12 +268,13 @@ struct ProofOfPossessionTests {
 @Suite("Peer address pinning")
 struct PeerAddressPinningTests {
     /// A connection refused at accept: the device never completes a handshake, gets nothing, and
-    /// the agent logs the address it turned away.
+    /// the agent logs the address it turned away. The reset reaches the device during its
+    /// handshake, or, on a busy machine, before its connect has even reported success.
     static func expectTurnedAway(_ run: SimulatorRun, _ agent: Agent, from source: String, number: Int,
                                  sourceLocation: SourceLocation = #_sourceLocation) async {
         let device = run.onlyDevice(sourceLocation: sourceLocation)
-        #expect(device?.outcome == "error" && device?.line["phase"] == "handshake", "\(run.transcript)",
-                sourceLocation: sourceLocation)
+        #expect(device?.outcome == "error" && ["connect", "handshake"].contains(device?.line["phase"] ?? ""),
+                "\(run.transcript)", sourceLocation: sourceLocation)
         #expect(device?.bytes == 0, "\(run.transcript)", sourceLocation: sourceLocation)
         let refusal = await agent.waitForLog("refused-connection", number: number)
         #expect(refusal?["device"]?.hasPrefix("\(source):") == true, "\(agent.transcript)",
