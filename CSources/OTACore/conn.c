@@ -212,6 +212,21 @@ ota_conn_cipher(const ota_conn *conn)
     return conn == NULL || conn->session == NULL ? "" : ota_tls_session_cipher(conn->session);
 }
 
+int
+ota_conn_peer_certificate(const ota_conn *conn, const uint8_t **der, size_t *length)
+{
+    if (der != NULL) {
+        *der = NULL;
+    }
+    if (length != NULL) {
+        *length = 0;
+    }
+    if (conn == NULL || conn->session == NULL || der == NULL || length == NULL) {
+        return OTA_ERR_USAGE;
+    }
+    return ota_tls_session_peer_certificate(conn->session, der, length);
+}
+
 /* Where a read step puts its bytes. */
 struct ota_read_request {
     uint8_t *buffer;

@@ -103,6 +103,17 @@ size_t ota_tls_session_max_record(const struct ota_tls_session *session);
 const char *ota_tls_session_protocol(const struct ota_tls_session *session);
 const char *ota_tls_session_cipher(const struct ota_tls_session *session);
 
+/*
+ * The certificate the client presented in the handshake, DER, owned by the session (valid
+ * until it is freed). `*der` NULL and `*length` 0 when it presented none, before the handshake
+ * has finished, and always on a backend that does not ask for one. OTA_OK or an error.
+ */
+int ota_tls_session_peer_certificate(struct ota_tls_session *session, const uint8_t **der,
+                                     size_t *length);
+
+/* 1 when the backend asks clients for a certificate and checks their CertificateVerify. */
+int ota_tls_backend_supports_proof(void);
+
 /* Frees the session's memory. Sends nothing and leaves the socket open. */
 void ota_tls_session_free(struct ota_tls_session *session);
 

@@ -277,7 +277,17 @@ ota_mbedtls_configure(struct ota_tls_credentials *credentials,
     mbedtls_ssl_conf_sig_hashes(config, ota_mbedtls_signature_hashes);
     mbedtls_ssl_conf_rng(config, mbedtls_ctr_drbg_random, &credentials->random);
 
-    /* Devices prove who they are with the attestation certificate they send, not TLS. */
+    /*
+     * Devices prove who they are with the attestation certificate they send, not TLS: this
+     * backend never asks for a client certificate, so no device proves possession of its key
+     * here. mbedTLS 2.28 as Debian builds it cannot accept a DICE certificate as a client
+     * certificate: its X.509 parser fails the handshake on the certificate's unknown critical
+     * extension (1.3.6.1.4.1.11129.2.1.24) before any verify callback runs. The TLS layer
+     * parses peer certificates without the extension callback that ota_tls_cert_inspect
+     * uses, and MBEDTLS_X509_ALLOW_UNSUPPORTED_CRITICAL_EXTENSION, the build option that
+     * would let them through, is off in Debian's build. A library built with it would lift
+     * this; until then proof of possession needs the OpenSSL backend.
+     */
     mbedtls_ssl_conf_authmode(config, MBEDTLS_SSL_VERIFY_NONE);
 
     /* The transmit keys, for the hand-off to kernel TLS (tls_mbedtls_kernel.c). */
@@ -946,6 +956,22 @@ ota_tls_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info, cha
 }
 
 /* ---- identity ------------------------------------------------------------------------------ */
+
+int
+ota_tls_session_peer_certificate(struct ota_tls_session *session, const uint8_t **der,
+                                 size_t *length)
+{
+    /* Never asked for (see ota_mbedtls_configure): no device presents one. */
+    *der = NULL;
+    *length = 0;
+    return OTA_OK;
+}
+
+int
+ota_tls_backend_supports_proof(void)
+{
+    return 0;
+}
 
 const char *
 ota_tls_backend_name(void)

@@ -37,6 +37,8 @@ struct ota_tls_credentials {
 
 struct ota_tls_session {
     SSL *ssl;
+    uint8_t *peer_der; /* the client certificate in DER, once asked for (OPENSSL_free) */
+    size_t peer_der_length;
 };
 
 struct ota_tls_sha256 {
@@ -122,6 +124,63 @@ ota_openssl_set_suites(SSL_CTX *context, const struct ota_tls_policy *policy)
     return SSL_CTX_set1_groups_list(context, list) == 1 ? OTA_OK : OTA_ERR_INTERNAL;
 }
 
+/*
+ * Which certificate verification errors a device's TLS client certificate may carry. A DICE
+ * attestation certificate is issued by a device CA the agent does not know (chain validation
+ * is Dice-Auth's job), carries a critical extension generic X.509 code does not understand
+ * (1.3.6.1.4.1.11129.2.1.24) and has key usage keyCertSign only, which OpenSSL finds unfit for
+ * a TLS client. None of that weakens what the handshake proves: the device's CertificateVerify
+ * is still checked against the certificate's key, so it holds the private key.
+ *
+ * Validity dates are accepted too: they say nothing about who holds the key, and a legacy
+ * device's certificate reaches Dice-Auth whatever its dates, so Dice-Auth alone decides on
+ * them for both kinds of device (a gateway with a wrong clock must not lock out only the
+ * devices that prove possession). Everything else fails the handshake: a bad signature on a
+ * certificate whose issuer came with it, a chain too long, a key too weak for the security
+ * level, an unreadable certificate.
+ */
+static int
+ota_openssl_accepted_error(int error)
+{
+    switch (error) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
+    case X509_V_ERR_INVALID_PURPOSE:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int
+ota_openssl_verify_client(int preverified, X509_STORE_CTX *store)
+{
+    if (preverified) {
+        return 1;
+    }
+    return ota_openssl_accepted_error(X509_STORE_CTX_get_error(store));
+}
+
+/*
+ * Asks every client for a certificate, optionally: SSL_VERIFY_PEER without
+ * SSL_VERIFY_FAIL_IF_NO_PEER_CERT, so a legacy device that sends none handshakes as before.
+ * No CA names are sent (the CertificateRequest's list is empty: a device sends its one
+ * certificate whatever the list says) and the store holds no CA, so no certificate chains to
+ * anything; the callback above decides. Session tickets and the cache stay off (see
+ * ota_openssl_configure), so no session is ever resumed without a fresh CertificateVerify.
+ */
+static void
+ota_openssl_request_client_certificate(SSL_CTX *context)
+{
+    SSL_CTX_set_verify(context, SSL_VERIFY_PEER, ota_openssl_verify_client);
+}
+
 static int
 ota_openssl_configure(SSL_CTX *context, const struct ota_tls_policy *policy)
 {
@@ -145,6 +204,7 @@ ota_openssl_configure(SSL_CTX *context, const struct ota_tls_policy *policy)
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
     /* TLS 1.3 sends tickets even with SSL_OP_NO_TICKET unless told to send none. */
     SSL_CTX_set_num_tickets(context, 0);
+    ota_openssl_request_client_certificate(context);
     return ota_openssl_set_suites(context, policy);
 }
 
@@ -430,6 +490,43 @@ ota_tls_session_cipher(const struct ota_tls_session *session)
     return name != NULL ? name : "";
 }
 
+int
+ota_tls_session_peer_certificate(struct ota_tls_session *session, const uint8_t **der,
+                                 size_t *length)
+{
+    *der = NULL;
+    *length = 0;
+    if (!SSL_is_init_finished(session->ssl)) {
+        return OTA_OK;
+    }
+    if (session->peer_der == NULL) {
+        /* OpenSSL keeps the certificate decoded; i2d encodes it again: the signed part as it
+         * was received, the rest in DER. A certificate sent in another encoding than DER then
+         * differs from its copy sent as data, and the device is refused: the safe side. */
+        X509 *certificate = SSL_get0_peer_certificate(session->ssl);
+        if (certificate == NULL) {
+            return OTA_OK;
+        }
+        unsigned char *encoded = NULL;
+        int encoded_length = i2d_X509(certificate, &encoded);
+        if (encoded_length <= 0) {
+            ERR_clear_error();
+            return OTA_ERR_INTERNAL;
+        }
+        session->peer_der = encoded;
+        session->peer_der_length = (size_t)encoded_length;
+    }
+    *der = session->peer_der;
+    *length = session->peer_der_length;
+    return OTA_OK;
+}
+
+int
+ota_tls_backend_supports_proof(void)
+{
+    return 1;
+}
+
 void
 ota_tls_session_free(struct ota_tls_session *session)
 {
@@ -437,6 +534,7 @@ ota_tls_session_free(struct ota_tls_session *session)
         return;
     }
     SSL_free(session->ssl);
+    OPENSSL_free(session->peer_der);
     free(session);
 }
 

@@ -48,6 +48,12 @@ ota_backend_name(void)
     return ota_tls_backend_name();
 }
 
+int
+ota_backend_supports_proof(void)
+{
+    return ota_tls_backend_supports_proof();
+}
+
 void
 ota_thread_done(void)
 {

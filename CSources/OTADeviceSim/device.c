@@ -31,6 +31,8 @@ struct device_session {
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context random;
     mbedtls_x509_crt trusted_ca;
+    mbedtls_x509_crt own_certificate; /* --proof: presented in the handshake */
+    mbedtls_pk_context own_key;
     mbedtls_ssl_config config;
     mbedtls_ssl_context ssl;
     mbedtls_sha256_context image_hash;
@@ -145,9 +147,12 @@ static void session_init(struct device_session *session, struct device_job *job,
     session->job = job;
     session->result = &job->result;
     transport_init(&session->transport, deadline_ms);
+    session->transport.source_address = job->options->source_address;
     mbedtls_entropy_init(&session->entropy);
     mbedtls_ctr_drbg_init(&session->random);
     mbedtls_x509_crt_init(&session->trusted_ca);
+    mbedtls_x509_crt_init(&session->own_certificate);
+    mbedtls_pk_init(&session->own_key);
     mbedtls_ssl_config_init(&session->config);
     mbedtls_ssl_init(&session->ssl);
     mbedtls_sha256_init(&session->image_hash);
@@ -162,9 +167,31 @@ static void session_free(struct device_session *session)
     mbedtls_sha256_free(&session->image_hash);
     mbedtls_ssl_free(&session->ssl);
     mbedtls_ssl_config_free(&session->config);
+    mbedtls_pk_free(&session->own_key);
+    mbedtls_x509_crt_free(&session->own_certificate);
     mbedtls_x509_crt_free(&session->trusted_ca);
     mbedtls_ctr_drbg_free(&session->random);
     mbedtls_entropy_free(&session->entropy);
+}
+
+/*
+ * --proof: the certificate goes out as the TLS client certificate when the server asks for
+ * one, and the key signs the handshake (CertificateVerify). mbedTLS does not check that the
+ * two belong together, which is what lets a test play a device that copied a certificate
+ * without its key (--handshake-key with another key).
+ */
+static int present_own_certificate(struct device_session *session)
+{
+    const struct shared_inputs *inputs = session->job->inputs;
+    int status = parse_client_certificate(inputs, &session->own_certificate);
+    if (status == 0) {
+        status = parse_client_key(inputs, &session->own_key);
+    }
+    if (status == 0) {
+        status = mbedtls_ssl_conf_own_cert(&session->config, &session->own_certificate,
+                                           &session->own_key);
+    }
+    return status;
 }
 
 /* TLS 1.2 only, the pinned certificate as the sole trust anchor, the server name checked. */
@@ -199,6 +226,12 @@ static int configure_tls(struct device_session *session)
         /* Asks the agent for smaller records, as memory-starved devices may. */
         mbedtls_ssl_conf_max_frag_len(&session->config,
                                       (unsigned char)session->job->options->max_fragment_code);
+    }
+    if (session->job->options->proof) {
+        status = present_own_certificate(session);
+        if (status != 0) {
+            return status;
+        }
     }
     status = mbedtls_ssl_setup(&session->ssl, &session->config);
     if (status == 0) {

@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include <mbedtls/error.h>
+#include <mbedtls/pem.h>
+#include <mbedtls/pk.h>
 #include <mbedtls/x509_crt.h>
 
 #include "transport.h"
@@ -123,6 +125,99 @@ static bool check_trusted_ca(const char *path, struct shared_inputs *inputs)
     return true;
 }
 
+/* PEM parsers want the terminating NUL counted; DER ones must not see it. */
+static void count_pem_terminator(unsigned char *contents, size_t *length)
+{
+    if (strstr((const char *) contents, "-----BEGIN ") != NULL) {
+        *length += 1;
+    }
+}
+
+/* The device's own certificate: whatever extensions it carries, the device only sends it. */
+static int accept_any_extension(void *context, mbedtls_x509_crt const *certificate,
+                                mbedtls_x509_buf const *oid, int critical,
+                                const unsigned char *start, const unsigned char *end)
+{
+    (void) context;
+    (void) certificate;
+    (void) oid;
+    (void) critical;
+    (void) start;
+    (void) end;
+    return 0;
+}
+
+int parse_client_certificate(const struct shared_inputs *inputs, mbedtls_x509_crt *certificate)
+{
+    const unsigned char *bytes = inputs->client_certificate;
+    size_t length = inputs->client_certificate_length;
+    if (strstr((const char *) bytes, "-----BEGIN ") == NULL) {
+        return mbedtls_x509_crt_parse_der_with_ext_cb(certificate, bytes, length, 1,
+                                                      accept_any_extension, NULL);
+    }
+    /* PEM: decode to DER first, so the extension callback applies here too. */
+    mbedtls_pem_context pem;
+    mbedtls_pem_init(&pem);
+    size_t used = 0;
+    int status = mbedtls_pem_read_buffer(&pem, "-----BEGIN CERTIFICATE-----",
+                                         "-----END CERTIFICATE-----", bytes, NULL, 0, &used);
+    if (status == 0) {
+        /* mbedTLS 2.28 has no accessor for the decoded bytes; the fields are public. */
+        status = mbedtls_x509_crt_parse_der_with_ext_cb(certificate, pem.buf, pem.buflen, 1,
+                                                        accept_any_extension, NULL);
+    }
+    mbedtls_pem_free(&pem);
+    return status;
+}
+
+int parse_client_key(const struct shared_inputs *inputs, mbedtls_pk_context *key)
+{
+    return mbedtls_pk_parse_key(key, inputs->client_key, inputs->client_key_length, NULL, 0);
+}
+
+/* Reads and parses the handshake's certificate and key once, so a bad file is a usage error. */
+static bool load_client_credentials(const struct sim_options *options,
+                                    struct shared_inputs *inputs)
+{
+    bool own_certificate = options->handshake_certificate_path == NULL;
+    bool own_key = options->handshake_key_path == NULL;
+    const char *certificate_option = own_certificate ? "cert" : "handshake-cert";
+    const char *key_option = own_key ? "key" : "handshake-key";
+    const char *certificate_path = own_certificate ? options->certificate_path
+                                                   : options->handshake_certificate_path;
+    const char *key_path = own_key ? options->key_path : options->handshake_key_path;
+    if (!read_option_file(certificate_option, certificate_path, MAX_CA_FILE_SIZE,
+                          &inputs->client_certificate, &inputs->client_certificate_length) ||
+        !read_option_file(key_option, key_path, MAX_CA_FILE_SIZE, &inputs->client_key,
+                          &inputs->client_key_length)) {
+        return false;
+    }
+    count_pem_terminator(inputs->client_key, &inputs->client_key_length);
+
+    char text[160];
+    mbedtls_x509_crt certificate;
+    mbedtls_x509_crt_init(&certificate);
+    int status = parse_client_certificate(inputs, &certificate);
+    mbedtls_x509_crt_free(&certificate);
+    if (status != 0) {
+        mbedtls_strerror(status, text, sizeof text);
+        fprintf(stderr, "ota-device-sim: --%s: '%s' is not a usable certificate: %s\n",
+                certificate_option, certificate_path, text);
+        return false;
+    }
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    status = parse_client_key(inputs, &key);
+    mbedtls_pk_free(&key);
+    if (status != 0) {
+        mbedtls_strerror(status, text, sizeof text);
+        fprintf(stderr, "ota-device-sim: --%s: '%s' is not a usable private key: %s\n",
+                key_option, key_path, text);
+        return false;
+    }
+    return true;
+}
+
 bool load_inputs(const struct sim_options *options, struct shared_inputs *inputs)
 {
     memset(inputs, 0, sizeof *inputs);
@@ -141,6 +236,10 @@ bool load_inputs(const struct sim_options *options, struct shared_inputs *inputs
         free_inputs(inputs);
         return false;
     }
+    if (options->proof && !load_client_credentials(options, inputs)) {
+        free_inputs(inputs);
+        return false;
+    }
     return true;
 }
 
@@ -148,5 +247,7 @@ void free_inputs(struct shared_inputs *inputs)
 {
     free(inputs->trusted_ca);
     free(inputs->message);
+    free(inputs->client_certificate);
+    free(inputs->client_key);
     memset(inputs, 0, sizeof *inputs);
 }

@@ -43,6 +43,11 @@ enum option_id {
     OPTION_EMPTY_RECORDS,
     OPTION_HANG_UP,
     OPTION_HANG_UP_AFTER,
+    OPTION_KEY,
+    OPTION_PROOF,
+    OPTION_HANDSHAKE_CERT,
+    OPTION_HANDSHAKE_KEY,
+    OPTION_SOURCE,
 };
 
 struct option_spec {
@@ -73,6 +78,11 @@ static const struct option_spec option_specs[] = {
     {"empty-records", OPTION_EMPTY_RECORDS, true},
     {"hang-up", OPTION_HANG_UP, true},
     {"hang-up-after", OPTION_HANG_UP_AFTER, true},
+    {"key", OPTION_KEY, true},
+    {"proof", OPTION_PROOF, false},
+    {"handshake-cert", OPTION_HANDSHAKE_CERT, true},
+    {"handshake-key", OPTION_HANDSHAKE_KEY, true},
+    {"source", OPTION_SOURCE, true},
 };
 
 static const char usage_text[] =
@@ -108,6 +118,16 @@ static const char usage_text[] =
     "                       after sending, or with --hang-up-after once BYTES image bytes\n"
     "                       have arrived. Reported as outcome=hung-up.\n"
     "  --hang-up-after BYTES  image bytes to receive before --hang-up (default 0)\n"
+    "  --proof              a device that proves possession of its key: present the\n"
+    "                       --cert certificate as the TLS client certificate, signed\n"
+    "                       with --key (default: a legacy device, no client certificate)\n"
+    "  --key PATH           the device's private key (PEM or DER), for --proof\n"
+    "  --handshake-cert PATH  present this certificate (DER or PEM) in the handshake\n"
+    "                       instead of --cert, which is still what is sent as data;\n"
+    "                       implies --proof\n"
+    "  --handshake-key PATH  sign the handshake with this key instead of --key;\n"
+    "                       implies --proof\n"
+    "  --source ADDRESS     connect from this local address (e.g. 127.0.0.2)\n"
     "  --quiet              no progress on stderr\n"
     "  --help               print this text\n"
     "\n"
@@ -210,6 +230,10 @@ static bool apply_text_option(const struct option_spec *spec, const char *value,
     case OPTION_HOSTNAME: options->server_name = value; break;
     case OPTION_OUTPUT: options->output_path = value; break;
     case OPTION_PAYLOAD: options->payload_path = value; break;
+    case OPTION_KEY: options->key_path = value; break;
+    case OPTION_HANDSHAKE_CERT: options->handshake_certificate_path = value; break;
+    case OPTION_HANDSHAKE_KEY: options->handshake_key_path = value; break;
+    case OPTION_SOURCE: options->source_address = value; break;
     default: break;
     }
     return true;
@@ -315,8 +339,12 @@ static bool apply_option(const struct option_spec *spec, const char *value,
 {
     switch (spec->id) {
     case OPTION_HOST: case OPTION_CA: case OPTION_CERT: case OPTION_HOSTNAME:
-    case OPTION_OUTPUT: case OPTION_PAYLOAD:
+    case OPTION_OUTPUT: case OPTION_PAYLOAD: case OPTION_KEY: case OPTION_HANDSHAKE_CERT:
+    case OPTION_HANDSHAKE_KEY: case OPTION_SOURCE:
         return apply_text_option(spec, value, options);
+    case OPTION_PROOF:
+        options->proof = true;
+        return true;
     case OPTION_PORT: case OPTION_DEVICES: case OPTION_CHUNK: case OPTION_READ_SIZE:
     case OPTION_EMPTY_RECORDS: case OPTION_HANG_UP_AFTER:
         return apply_number_option(spec, value, options);
@@ -352,7 +380,31 @@ static void set_defaults(struct sim_options *options)
     options->timeout_ms = 120000;
 }
 
-static bool check_required(const struct sim_options *options)
+/* --proof needs a certificate to present and a key to sign with. */
+static bool check_proof_options(struct sim_options *options)
+{
+    if (options->handshake_certificate_path != NULL || options->handshake_key_path != NULL) {
+        options->proof = true;
+    }
+    if (!options->proof) {
+        if (options->key_path != NULL) {
+            complain("--key needs --proof (a legacy device presents no client certificate)");
+            return false;
+        }
+        return true;
+    }
+    if (options->handshake_certificate_path == NULL && options->certificate_path == NULL) {
+        complain("--proof needs --cert or --handshake-cert: the certificate to present");
+        return false;
+    }
+    if (options->handshake_key_path == NULL && options->key_path == NULL) {
+        complain("--proof needs --key or --handshake-key: the key that signs the handshake");
+        return false;
+    }
+    return true;
+}
+
+static bool check_required(struct sim_options *options)
 {
     const char *missing = NULL;
     if (options->host == NULL) {
@@ -372,7 +424,7 @@ static bool check_required(const struct sim_options *options)
         complain("--%s is required", missing);
         return false;
     }
-    return true;
+    return check_proof_options(options);
 }
 
 /*

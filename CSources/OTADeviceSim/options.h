@@ -44,6 +44,11 @@ struct sim_options {
     unsigned char expected_sha256[SHA256_LENGTH];
     bool quiet;
     unsigned empty_records;      /* zero-length records sent before the message */
+    const char *key_path;        /* --key: the device's private key, for --proof */
+    bool proof;                  /* present a client certificate in the handshake */
+    const char *handshake_certificate_path; /* NULL: present --cert */
+    const char *handshake_key_path;         /* NULL: sign with --key */
+    const char *source_address;  /* NULL: the system picks the source address */
     enum hang_up_mode hang_up;
     unsigned long long hang_up_after; /* image bytes to receive first; 0: right after sending */
 };

@@ -43,6 +43,27 @@ void transport_init(struct transport *transport, uint64_t deadline_ms)
     transport->socket_fd = -1;
     transport->deadline_ms = deadline_ms;
     transport->last_errno = 0;
+    transport->source_address = NULL;
+}
+
+/* Binds the socket to --source (port 0) before connecting. 0 or an errno. */
+static int bind_source(const struct transport *transport, int socket_fd, int family)
+{
+    if (transport->source_address == NULL) {
+        return 0;
+    }
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = family;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
+    struct addrinfo *local = NULL;
+    if (getaddrinfo(transport->source_address, "0", &hints, &local) != 0) {
+        return EADDRNOTAVAIL;
+    }
+    int error_number = bind(socket_fd, local->ai_addr, local->ai_addrlen) == 0 ? 0 : errno;
+    freeaddrinfo(local);
+    return error_number;
 }
 
 const char *describe_errno(int error_number, char *buffer, size_t buffer_size)
@@ -82,7 +103,11 @@ static int connect_to_address(struct transport *transport, const struct addrinfo
         return errno;
     }
     transport->socket_fd = socket_fd;
-    int error_number = 0;
+    int error_number = bind_source(transport, socket_fd, address->ai_family);
+    if (error_number != 0) {
+        transport_close(transport);
+        return error_number;
+    }
     if (connect(socket_fd, address->ai_addr, address->ai_addrlen) != 0) {
         error_number = errno;
     }

@@ -13,6 +13,7 @@ struct transport {
     int socket_fd;          /* -1 while not connected */
     uint64_t deadline_ms;   /* on the monotonic_ms() clock */
     int last_errno;         /* errno of the last failed socket call, for messages */
+    const char *source_address; /* numeric local address to connect from; NULL: any */
 };
 
 /* Milliseconds on a clock that never jumps; only differences are meaningful. */

@@ -56,6 +56,7 @@ public final class Agent: @unchecked Sendable {
     /// Opens the image, loads the certificate and key, and binds the listener.
     public func start() throws(AgentError) {
         try checkDiceAuthFiles()
+        try checkProofSupport()
         let image = try FirmwareImage(path: configuration.imagePath)
         let digest = try image.sha256()
         try checkExpectedDigest(digest, of: image)
@@ -68,17 +69,19 @@ public final class Agent: @unchecked Sendable {
         let listener = try Listener(bindAddress: configuration.bindAddress, port: configuration.port,
                                     backlog: Int32(clamping: max(1024, configuration.maxConcurrent)))
         let client = DiceAuthClient(url: configuration.diceAuthURL, settings: configuration.diceAuth)
-        let context = SessionContext(credentials: credentials, image: image, diceAuth: client,
+        var context = SessionContext(credentials: credentials, image: image, diceAuth: client,
                                      handshakes: FairGate(limit: configuration.maxHandshakes),
                                      limits: ConnectionLimits(perAddress: configuration.maxPerAddress,
                                                               unattested: configuration.maxUnattested,
                                                               sessions: configuration.maxConcurrent),
                                      deadlines: configuration.deadlines, cancel: cancel, logger: logger)
+        context.policy = configuration.devicePolicy
         handlesLock.withLock {
             startedContext = context
             startedListener = listener
         }
         logStart(image: image, digest: digest, format: format, credentials: credentials)
+        logDevicePolicy()
         logger.info("listening", [LogField("address", listener.address),
                                   LogField("port", listener.port)])
     }
@@ -137,6 +140,30 @@ public final class Agent: @unchecked Sendable {
             logger.warning("dice-auth-client-pair", [LogField("reason",
                 "cannot check that the client certificate and key match (\(reason)); curl will try them")])
         }
+    }
+
+    /// Proof of possession needs a backend that asks for client certificates: demanding it
+    /// from one that never asks would refuse every device.
+    private func checkProofSupport() throws(AgentError) {
+        guard configuration.devicePolicy.requireProof, !DeviceConnection.backendSupportsProof else { return }
+        throw .configuration("\(EnvironmentKey.requireProof.rawValue) (--require-proof): the "
+            + "\(String(cString: ota_backend_name())) build cannot check proof of possession: "
+            + "Debian's mbedTLS 2.28 cannot accept a DICE certificate as a TLS client certificate "
+            + "(it fails the handshake on the certificate's unknown critical extension), so this "
+            + "build never asks devices for one; use the OpenSSL build")
+    }
+
+    /// The policy in force, once at start, so the log says which devices may be served.
+    private func logDevicePolicy() {
+        let policy = configuration.devicePolicy
+        logger.info("device-policy", [
+            LogField("proof_supported", DeviceConnection.backendSupportsProof ? "yes" : "no"),
+            LogField("require_proof", policy.requireProof ? "yes" : "no"),
+            LogField("expected_devices", policy.expectedDevices.isEmpty ? "any"
+                : policy.expectedDevices.joined(separator: ",")),
+            LogField("allowed_peers", policy.allowedPeers.isEmpty ? "any"
+                : policy.allowedPeers.map(\.description).joined(separator: ",")),
+        ])
     }
 
     /// Over plain http anyone on the path to Dice-Auth can answer 200 and so approve any device.
@@ -350,6 +377,14 @@ public final class Agent: @unchecked Sendable {
     /// Serves a new connection, or turns it away at once when its address already holds too many.
     private func admit(fd: Int32, address: String, port: UInt16, context: SessionContext) {
         let peer = formatPeer(address, port)
+        // Not the device the job is for: turned away before its handshake costs anything.
+        guard context.policy.allows(peer: address) else {
+            ota_listener_refuse(fd)
+            state.releaseSlot()
+            logger.warning("refused-connection", [LogField("device", peer), LogField("reason",
+                "address not allowed (\(EnvironmentKey.deviceAddress.rawValue))")])
+            return
+        }
         guard let ticket = context.limits.admit(address: address) else {
             ota_listener_refuse(fd)
             state.releaseSlot()

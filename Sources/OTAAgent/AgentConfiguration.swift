@@ -38,6 +38,8 @@ public struct AgentConfiguration: Sendable {
     public var deadlines = Deadlines()
     public var diceAuth = DiceAuthSettings()
     public var tls = TLSPolicySettings()
+    /// Proof of possession, and the device (fingerprint, address) a job is for.
+    public var devicePolicy = DevicePolicy()
     public var logLevel: LogLevel = .info
 
     /// Eight per core: enough to keep the cores busy while handshakes wait on slow devices'

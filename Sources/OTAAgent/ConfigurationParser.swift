@@ -75,9 +75,24 @@ public enum ConfigurationParser {
                 help: "TLS suites to offer, ':'-separated, a subset of the default ECDHE+AEAD list"),
         Setting(flag: "--tls-min-version", key: .tlsMinVersion, value: "1.2|1.3",
                 help: "lowest TLS version (default 1.2; 1.3 locks out TLS 1.2-only devices)"),
+        Setting(flag: "--require-proof", key: .requireProof, value: "",
+                help: "refuse legacy devices: serve only those proving their key in the TLS "
+                    + "handshake (OpenSSL build; variable: 1 or 0)"),
+        Setting(flag: "--expect-device", key: .expectedDevices, value: "SHA256",
+                help: "serve only this certificate (SHA-256 of its DER, hex); repeatable, "
+                    + "variable comma-separated"),
+        Setting(flag: "--allow-peer", key: .deviceAddress, value: "ADDRESS",
+                help: "serve only connections from this numeric address; repeatable, "
+                    + "variable comma-separated"),
         Setting(flag: "--log-level", key: .logLevel, value: "LEVEL",
                 help: "debug, info, warning or error (default info)"),
     ]
+
+    /// Flags that take no value: given, they set their variable's "on" value.
+    static let switches: [String: String] = ["--require-proof": "1"]
+
+    /// Flags that may be given more than once: their values add up, as in the variable's list.
+    static let repeatable: Set<String> = ["--expect-device", "--allow-peer"]
 
     /// Parses `arguments` (without the program name) and `environment`.
     public static func parse(arguments: [String], environment: [String: String]) throws(AgentError)
@@ -103,6 +118,13 @@ public enum ConfigurationParser {
             }
 
             let (flag, inlineValue) = split(argument)
+            if let on = switches[flag] {
+                guard inlineValue == nil else {
+                    throw .configuration("option \(flag) takes no value")
+                }
+                flags[flag] = on
+                continue
+            }
             guard argument.hasPrefix("-") else {
                 throw .configuration("unexpected argument '\(argument)': every setting is an option (see --help)")
             }
@@ -121,7 +143,11 @@ public enum ConfigurationParser {
             guard !value.isEmpty else {
                 throw .configuration("option \(flag) needs a value (leave the option out for its default)")
             }
-            flags[flag] = value
+            if repeatable.contains(flag), let earlier = flags[flag] {
+                flags[flag] = "\(earlier),\(value)"
+            } else {
+                flags[flag] = value
+            }
         }
         return .run(try build(SettingValues(flags: flags, environment: environment)))
     }
@@ -181,6 +207,7 @@ public enum ConfigurationParser {
             }
             configuration.tls.minimumVersion = parsed
         }
+        configuration.devicePolicy = try devicePolicy(values)
         if let level = values.string("--log-level") {
             guard let parsed = LogLevel(name: level) else {
                 throw .configuration("\(values.name(of: "--log-level")): '\(level)' is not a level")
@@ -188,6 +215,33 @@ public enum ConfigurationParser {
             configuration.logLevel = parsed
         }
         return configuration
+    }
+
+    private static func devicePolicy(_ values: SettingValues) throws(AgentError) -> DevicePolicy {
+        var policy = DevicePolicy()
+        if let text = values.string("--require-proof") {
+            switch text.lowercased() {
+            case "1", "true", "yes": policy.requireProof = true
+            case "0", "false", "no": policy.requireProof = false
+            default:
+                throw .configuration("\(values.name(of: "--require-proof")): '\(text)' is not 1 or 0")
+            }
+        }
+        for item in try values.list("--expect-device") {
+            guard let fingerprint = DevicePolicy.fingerprint(item) else {
+                throw .configuration("\(values.name(of: "--expect-device")): '\(item)' is not a certificate "
+                    + "fingerprint: 64 hex digits (SHA-256 of the certificate's DER), colons allowed")
+            }
+            if !policy.expectedDevices.contains(fingerprint) { policy.expectedDevices.append(fingerprint) }
+        }
+        for item in try values.list("--allow-peer") {
+            guard let address = PeerAddress(item) else {
+                throw .configuration("\(values.name(of: "--allow-peer")): '\(item)' is not a numeric "
+                    + "IPv4 or IPv6 address")
+            }
+            if !policy.allowedPeers.contains(address) { policy.allowedPeers.append(address) }
+        }
+        return policy
     }
 
     private static func deadlines(_ values: SettingValues) throws(AgentError) -> Deadlines {
@@ -298,6 +352,17 @@ struct SettingValues {
             throw .configuration("\(variable) (or \(flag)): \(setting(flag).help)")
         }
         return value
+    }
+
+    /// A comma-separated list; an empty item (",," or a trailing comma) is an error.
+    func list(_ flag: String) throws(AgentError) -> [String] {
+        guard let text = string(flag) else { return [] }
+        let items = text.split(separator: ",", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !items.contains(where: \.isEmpty) else {
+            throw .configuration("\(name(of: flag)): '\(text)' has an empty item in its comma-separated list")
+        }
+        return items
     }
 
     func integer(_ flag: String, in range: ClosedRange<Int>) throws(AgentError) -> Int? {

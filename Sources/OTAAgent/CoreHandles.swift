@@ -306,6 +306,21 @@ final class DeviceConnection {
         return Array(buffer.prefix(length))
     }
 
+    /// The certificate the device presented as its TLS client certificate, DER; nil when it
+    /// presented none (a legacy device, or a backend that does not ask). Valid after the
+    /// handshake. Presenting it proved, by the handshake's signature, that the device holds its key.
+    func presentedCertificate() throws(CoreFailure) -> [UInt8]? {
+        var der: UnsafePointer<UInt8>?
+        var length = 0
+        try check(ota_conn_peer_certificate(raw, &der, &length))
+        guard let der, length > 0 else { return nil }
+        return Array(UnsafeBufferPointer(start: der, count: length))
+    }
+
+    /// Whether this build's TLS backend asks devices for a client certificate (OpenSSL: yes;
+    /// mbedTLS 2.28: no, it cannot accept DICE certificates as client certificates).
+    static var backendSupportsProof: Bool { ota_backend_supports_proof() != 0 }
+
     /// Sends the image; `progress` runs on this thread after each block.
     func send(image: FirmwareImage, deadlines: Deadlines,
               progress: (UInt64, UInt64) -> Void) -> (bytes: UInt64, failure: CoreFailure?)

@@ -37,6 +37,10 @@ public struct SessionRecord: Sendable {
     public var reason = ""
     /// The transfer found the image file changed on disk since the agent opened it.
     public var imageChanged = false
+    /// The device presented its certificate as its TLS client certificate, and so proved by
+    /// the handshake that it holds the private key (see `DevicePolicy`). False for a legacy
+    /// device, and for every device on a backend that does not ask.
+    public var provedPossession = false
 }
 
 /// Everything a session needs from the agent, shared read-only by all sessions.
@@ -51,6 +55,8 @@ struct SessionContext: Sendable {
     let deadlines: Deadlines
     let cancel: CancelSource
     let logger: Logger
+    /// Proof of possession and pinning, checked before Dice-Auth is asked.
+    var policy = DevicePolicy()
 
     /// Ends every session at once: waits on sockets and on queues return.
     func cancelAll() {
@@ -101,6 +107,11 @@ struct DeviceSession {
             record.certificate = AttestationCertificate.identity(ofDER: der)
 
             record.phase = .attestation
+            guard try admitByPolicy(der, connection, &record) else {
+                record.outcome = .refused
+                connection.refuse()
+                return
+            }
             guard attest(der, &record) else {
                 record.outcome = .refused
                 connection.refuse()
@@ -169,6 +180,29 @@ struct DeviceSession {
                 "\(phase): closed to make room: too many connections before attestation, this one kept the agent waiting")
         }
         return try result.get()
+    }
+
+    /// The orchestrator's policy (see `DevicePolicy`), before Dice-Auth is asked: the
+    /// certificate of the handshake, if any, must be the one sent as data; then proof and the
+    /// expected devices. False, logged with the fingerprint, for a device to refuse.
+    private func admitByPolicy(_ der: [UInt8], _ connection: DeviceConnection,
+                               _ record: inout SessionRecord) throws(CoreFailure) -> Bool
+    {
+        let presented = try connection.presentedCertificate()
+        let fingerprint = record.certificate?.fingerprint ?? ""
+        let decision = context.policy.decide(data: der, presented: presented, fingerprint: fingerprint)
+        // Possession of the attested certificate's key: proved only when the handshake's
+        // certificate is that certificate (another device's key proves nothing about it).
+        record.provedPossession = presented != nil && presented == der
+        guard case .refuse(let reason) = decision else { return true }
+        record.reason = reason
+        context.logger.warning("policy-refused", identityFields(record) + [
+            LogField("cert_sha256", fingerprint),
+            LogField("presented_fp", presented.map { AttestationCertificate.identity(ofDER: $0).shortFingerprint }
+                ?? "none"),
+            LogField("reason", reason),
+        ])
+        return false
     }
 
     /// Asks Dice-Auth; true only for a verified device.
@@ -248,6 +282,7 @@ struct DeviceSession {
         if let certificate = record.certificate {
             fields.append(LogField("cert", certificate.subject))
             fields.append(LogField("fp", certificate.shortFingerprint))
+            fields.append(LogField("proof", record.provedPossession ? "yes" : "no"))
         }
         return fields
     }

@@ -374,3 +374,95 @@ struct TLSSettingsParserTests {
         #expect(message.contains("--tls-min-version") && message.contains("1.2 or 1.3"), "\(message)")
     }
 }
+
+/// SHA-256 of firmware-sample/certs/device.der, as `sha256sum` prints it.
+private let deviceFingerprint = "86d8e904f5c19824d655edc687defe3950678eb0fa44b430bc80791ad11dbbb1"
+
+@Suite("ConfigurationParser: device policy settings")
+struct DevicePolicyParserTests {
+    @Test("by default any device, from any address, with or without proof")
+    func defaults() throws {
+        let policy = try configuration([]).devicePolicy
+        #expect(policy == DevicePolicy())
+        #expect(!policy.requireProof && policy.expectedDevices.isEmpty && policy.allowedPeers.isEmpty)
+    }
+
+    @Test("--require-proof takes no value; OTA_REQUIRE_PROOF is 1 or 0; the flag wins over 0")
+    func requireProof() throws {
+        #expect(try configuration(["--require-proof"]).devicePolicy.requireProof)
+        var environment = requiredEnvironment
+        environment["OTA_REQUIRE_PROOF"] = "1"
+        #expect(try configuration([], environment: environment).devicePolicy.requireProof)
+        environment["OTA_REQUIRE_PROOF"] = "0"
+        #expect(try !configuration([], environment: environment).devicePolicy.requireProof)
+        #expect(try configuration(["--require-proof"], environment: environment).devicePolicy.requireProof)
+        #expect(refusal(["--require-proof=1"]).contains("--require-proof takes no value"))
+        environment["OTA_REQUIRE_PROOF"] = "maybe"
+        let message = refusal([], environment: environment)
+        #expect(message.contains("OTA_REQUIRE_PROOF") && message.contains("1 or 0"), "\(message)")
+    }
+
+    @Test("fingerprints: repeatable flag or comma list, any case, colons allowed, kept lower-case once each")
+    func expectedDevices() throws {
+        let upper = deviceFingerprint.uppercased()
+        let colons = stride(from: 0, to: 64, by: 2).map { offset in
+            let start = upper.index(upper.startIndex, offsetBy: offset)
+            return String(upper[start..<upper.index(start, offsetBy: 2)])
+        }.joined(separator: ":")
+        let other = String(repeating: "ab", count: 32)
+        let fromFlags = try configuration(["--expect-device", upper, "--expect-device=\(other)",
+                                           "--expect-device", colons])
+        #expect(fromFlags.devicePolicy.expectedDevices == [deviceFingerprint, other])
+
+        var environment = requiredEnvironment
+        environment["OTA_EXPECTED_DEVICES"] = "\(colons), \(other)"
+        #expect(try configuration([], environment: environment).devicePolicy.expectedDevices
+                == [deviceFingerprint, other])
+        // A flag replaces the variable's whole list.
+        #expect(try configuration(["--expect-device", other], environment: environment).devicePolicy.expectedDevices
+                == [other])
+    }
+
+    @Test("a fingerprint that is not 64 hex digits is refused, naming the setting",
+          arguments: ["86d8e904f5c1", String(repeating: "g", count: 64), String(repeating: "a", count: 65),
+                      "86:d8:e9", String(repeating: "a", count: 64) + ",",
+                      "sha256:" + String(repeating: "a", count: 64)])
+    func badFingerprint(text: String) {
+        let fromFlag = refusal(["--expect-device", text])
+        #expect(fromFlag.contains("--expect-device") && !fromFlag.contains("OTA_EXPECTED_DEVICES"), "\(fromFlag)")
+        var environment = requiredEnvironment
+        environment["OTA_EXPECTED_DEVICES"] = text
+        let fromVariable = refusal([], environment: environment)
+        #expect(fromVariable.contains("OTA_EXPECTED_DEVICES"), "\(fromVariable)")
+    }
+
+    @Test("peer addresses: IPv4, IPv6, IPv4-mapped IPv6 equal to its IPv4 form, brackets allowed")
+    func allowedPeers() throws {
+        let policy = try configuration(["--allow-peer", "127.0.0.2", "--allow-peer", "::ffff:127.0.0.2",
+                                        "--allow-peer=[::1]"]).devicePolicy
+        #expect(policy.allowedPeers.map(\.description) == ["127.0.0.2", "::1"])
+        var environment = requiredEnvironment
+        environment["OTA_DEVICE_ADDRESS"] = "::FFFF:10.0.0.7, 0:0:0:0:0:0:0:1"
+        #expect(try configuration([], environment: environment).devicePolicy.allowedPeers.map(\.description)
+                == ["10.0.0.7", "::1"])
+    }
+
+    @Test("a peer address that is not a numeric address is refused, naming the setting",
+          arguments: ["ota-device.local", "127.0.0.2:4433", "127.0.0.256", "::1::2", "10.0.0.0/8"])
+    func badPeer(text: String) {
+        let fromFlag = refusal(["--allow-peer", text])
+        #expect(fromFlag.contains("--allow-peer") && fromFlag.contains("numeric"), "\(fromFlag)")
+        var environment = requiredEnvironment
+        environment["OTA_DEVICE_ADDRESS"] = text
+        #expect(refusal([], environment: environment).contains("OTA_DEVICE_ADDRESS"))
+    }
+
+    @Test("the help text names the new settings and their variables")
+    func help() {
+        let text = ConfigurationParser.helpText
+        for name in ["--require-proof", "OTA_REQUIRE_PROOF", "--expect-device", "OTA_EXPECTED_DEVICES",
+                     "--allow-peer", "OTA_DEVICE_ADDRESS"] {
+            #expect(text.contains(name), "\(name) missing from --help")
+        }
+    }
+}

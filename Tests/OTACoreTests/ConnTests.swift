@@ -195,3 +195,35 @@ struct ConnTests {
         #expect(ota_conn_send_image(session.conn, image, nil, nil, nil, &sent) == code(OTA_ERR_USAGE))
     }
 }
+
+@Suite("conn.c: ota_conn_peer_certificate, ota_backend_supports_proof")
+struct PeerCertificateTests {
+    @Test("the OpenSSL backend asks devices for a client certificate; the mbedTLS backend cannot")
+    func backendSupportsProof() {
+        #if MbedTLS
+        #expect(ota_backend_supports_proof() == 0)
+        #else
+        #expect(ota_backend_supports_proof() == 1)
+        #endif
+    }
+
+    @Test("before the handshake there is no client certificate: OTA_OK, NULL and 0")
+    func noneBeforeHandshake() throws {
+        let session = try Session()
+        var der: UnsafePointer<UInt8>? = UnsafePointer(bitPattern: 1)
+        var length = 99
+        #expect(ota_conn_peer_certificate(session.conn, &der, &length) == code(OTA_OK))
+        #expect(der == nil && length == 0)
+    }
+
+    @Test("NULL connection or out-parameters are usage errors, and the out-parameters given are cleared")
+    func nullArguments() throws {
+        let session = try Session()
+        var der: UnsafePointer<UInt8>? = UnsafePointer(bitPattern: 1)
+        var length = 99
+        #expect(ota_conn_peer_certificate(nil, &der, &length) == code(OTA_ERR_USAGE))
+        #expect(der == nil && length == 0)
+        #expect(ota_conn_peer_certificate(session.conn, nil, &length) == code(OTA_ERR_USAGE))
+        #expect(ota_conn_peer_certificate(session.conn, &der, nil) == code(OTA_ERR_USAGE))
+    }
+}

@@ -59,6 +59,14 @@ const char *ota_backend_name(void);
 const char *ota_backend_version(void);
 
 /*
+ * 1 when the backend asks devices for a TLS client certificate and so lets them prove, by the
+ * handshake's CertificateVerify, that they hold its private key (the OpenSSL backend); 0 when
+ * it never asks (the mbedTLS backend: mbedTLS 2.28 cannot accept a DICE certificate as a
+ * client certificate). See ota_conn_peer_certificate.
+ */
+int ota_backend_supports_proof(void);
+
+/*
  * Frees what the TLS library keeps for the calling thread (OpenSSL's per-thread random and
  * error state). Call it at the end of a thread that ran connections, before the thread tells
  * others it is done: the process may then exit, and the library's clean-up at exit must not
@@ -439,6 +447,22 @@ int ota_conn_handshake(ota_conn *conn, int timeout_ms);
 /* The negotiated protocol and cipher suite names, after the handshake ("" before). */
 const char *ota_conn_protocol(const ota_conn *conn);
 const char *ota_conn_cipher(const ota_conn *conn);
+
+/*
+ * The certificate the device presented as its TLS client certificate, DER, after the
+ * handshake. Where the backend asks for one (ota_backend_supports_proof) every device is
+ * asked, optionally: a device that presents one has proved, by the handshake itself, that it
+ * holds the certificate's private key. The certificate itself is not validated by the TLS
+ * layer: an unknown issuer, an unknown critical extension (DICE certificates carry one), key
+ * usage keyCertSign only and validity dates are let through for Dice-Auth to judge; a broken
+ * signature chain or any other verification error fails the handshake. The caller must still
+ * check that it is the certificate the device sends as data, byte for byte.
+ * On OTA_OK `*der` points to `*length` bytes owned by `conn`, valid until ota_conn_free; both
+ * are NULL and 0 when the device presented none, before the handshake, and always on a backend
+ * that does not ask. OTA_ERR_USAGE for a NULL argument, OTA_ERR_INTERNAL when the library
+ * cannot encode it. Same thread rules as the other calls on `conn`.
+ */
+int ota_conn_peer_certificate(const ota_conn *conn, const uint8_t **der, size_t *length);
 
 /*
  * Reads exactly one DER attestation certificate, framed by its ASN.1 length header, into
