@@ -17,9 +17,16 @@
 /* Block size for hashing; transfers use their own per-connection buffer. */
 #define OTA_IMAGE_HASH_BLOCK 65536
 
+/* Block size for copying when the kernel cannot copy file to file itself. */
+#define OTA_IMAGE_COPY_BLOCK 65536
+
 struct ota_image {
     int fd;
     struct stat opened;
+    /* The file at the image path when it was opened: the same as `opened` unless the image
+     * was copied into a private file, which then is what `fd` and `opened` describe. */
+    dev_t path_device;
+    ino_t path_inode;
 };
 
 static int
@@ -77,7 +84,111 @@ ota_image_open(const char *path, int *status, char *detail, size_t detail_size)
     }
     image->fd = fd;
     image->opened = info;
+    image->path_device = info.st_dev;
+    image->path_inode = info.st_ino;
     return image;
+}
+
+/* Copies `size` bytes from `from` to `to` (both at offset 0): by the kernel, sharing blocks
+ * where the filesystem can, else through a bounded buffer. */
+static int
+ota_image_copy(int from, int to, uint64_t size, char *detail, size_t detail_size)
+{
+    loff_t in = 0;
+    loff_t out = 0;
+    while ((uint64_t)in < size) {
+        ssize_t copied = copy_file_range(from, &in, to, &out, (size_t)(size - (uint64_t)in), 0);
+        if (copied > 0) {
+            continue;
+        }
+        if (copied < 0 && errno == EINTR) {
+            continue;
+        }
+        if (copied == 0) {
+            ota_detail_set(detail, detail_size, "the image shrank while being copied");
+            return OTA_ERR_CHANGED;
+        }
+        if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP) {
+            ota_detail_set(detail, detail_size, "copying the image: %s", strerror(errno));
+            return OTA_ERR_IO;
+        }
+        break; /* No kernel copy between these files: by hand from where it stopped. */
+    }
+
+    uint8_t *block = (uint64_t)in < size ? malloc(OTA_IMAGE_COPY_BLOCK) : NULL;
+    if ((uint64_t)in < size && block == NULL) {
+        return OTA_ERR_MEMORY;
+    }
+    int status = OTA_OK;
+    while (status == OTA_OK && (uint64_t)in < size) {
+        size_t length = size - (uint64_t)in < OTA_IMAGE_COPY_BLOCK ? (size_t)(size - (uint64_t)in)
+                                                                   : OTA_IMAGE_COPY_BLOCK;
+        ssize_t got = pread(from, block, length, in);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got <= 0) {
+            ota_detail_set(detail, detail_size, "copying the image: %s",
+                           got == 0 ? "it shrank" : strerror(errno));
+            status = got == 0 ? OTA_ERR_CHANGED : OTA_ERR_IO;
+            break;
+        }
+        for (ssize_t written = 0; status == OTA_OK && written < got;) {
+            ssize_t put = pwrite(to, block + written, (size_t)(got - written), in + written);
+            if (put < 0 && errno == EINTR) {
+                continue;
+            }
+            if (put <= 0) {
+                ota_detail_set(detail, detail_size, "copying the image: %s", strerror(errno));
+                status = OTA_ERR_IO;
+            } else {
+                written += put;
+            }
+        }
+        in += got;
+    }
+    free(block);
+    return status;
+}
+
+int
+ota_image_make_private(ota_image *image, const char *directory, char *detail,
+                       size_t detail_size)
+{
+    if (image == NULL || directory == NULL) {
+        ota_detail_set(detail, detail_size, "no image or no directory");
+        return OTA_ERR_USAGE;
+    }
+
+    /* Unnamed and only ours: no other process can open it by a path, and it vanishes with
+     * the agent, however the agent ends. */
+    int copy = open(directory, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (copy < 0) {
+        ota_detail_set(detail, detail_size, "cannot create a private file in %s: %s", directory,
+                       strerror(errno));
+        return OTA_ERR_CONFIG;
+    }
+
+    int status = ota_image_copy(image->fd, copy, ota_image_size(image), detail, detail_size);
+    /* A write to the original during the copy could have mixed old and new bytes. */
+    if (status == OTA_OK && ota_image_check_unchanged(image) != OTA_OK) {
+        ota_detail_set(detail, detail_size, "the image changed while being copied");
+        status = OTA_ERR_CHANGED;
+    }
+    struct stat info;
+    if (status == OTA_OK && fstat(copy, &info) != 0) {
+        ota_detail_set(detail, detail_size, "cannot stat the copy: %s", strerror(errno));
+        status = OTA_ERR_IO;
+    }
+    if (status != OTA_OK) {
+        close(copy);
+        return status;
+    }
+
+    close(image->fd);
+    image->fd = copy;
+    image->opened = info;
+    return OTA_OK;
 }
 
 uint64_t
@@ -127,7 +238,7 @@ ota_image_path_names_image(const ota_image *image, const char *path)
     if (image == NULL || path == NULL || stat(path, &named) != 0) {
         return 0;
     }
-    return named.st_dev == image->opened.st_dev && named.st_ino == image->opened.st_ino;
+    return named.st_dev == image->path_device && named.st_ino == image->path_inode;
 }
 
 /* Reads exactly `length` bytes at `offset`; a short file is reported as a change. */

@@ -58,6 +58,7 @@ public final class Agent: @unchecked Sendable {
         try checkDiceAuthFiles()
         try checkProofSupport()
         let image = try FirmwareImage(path: configuration.imagePath)
+        let served = configuration.imageInPlace ? "in-place" : privateCopy(of: image)
         let digest = try image.sha256()
         try checkExpectedDigest(digest, of: image)
         let format = configuration.allowAnyImage ? nil : try image.checkAppFormat()
@@ -80,7 +81,7 @@ public final class Agent: @unchecked Sendable {
             startedContext = context
             startedListener = listener
         }
-        logStart(image: image, digest: digest, format: format, credentials: credentials)
+        logStart(image: image, served: served, digest: digest, format: format, credentials: credentials)
         logDevicePolicy()
         logger.info("listening", [LogField("address", listener.address),
                                   LogField("port", listener.port)])
@@ -166,6 +167,24 @@ public final class Agent: @unchecked Sendable {
         ])
     }
 
+    /// Serves a private copy of the image, so that nothing done to the file after start changes
+    /// what devices get, and what is hashed and checked below is exactly what is sent. Tried
+    /// beside the image (where the filesystem may share the blocks), then in the temporary
+    /// folder; when neither takes one the file is served in place, as `--image-in-place` asks,
+    /// and the operator is told why.
+    private func privateCopy(of image: FirmwareImage) -> String {
+        let beside = URL(fileURLWithPath: image.path).deletingLastPathComponent().path
+        let temporary = FileManager.default.temporaryDirectory.path
+        var reasons: [String] = []
+        for directory in beside == temporary ? [beside] : [beside, temporary] {
+            guard let reason = image.makePrivate(in: directory) else { return "private-copy" }
+            reasons.append(reason)
+        }
+        logger.warning("image-copy", [LogField("reason", "no private copy (" + reasons.joined(separator: "; ")
+            + "): serving the file in place, where a change to it stops the agent")])
+        return "in-place"
+    }
+
     /// Over plain http anyone on the path to Dice-Auth can answer 200 and so approve any device.
     private func warnAboutPlainDiceAuth() {
         guard let url = URLComponents(string: configuration.diceAuthURL), url.scheme?.lowercased() == "http",
@@ -206,7 +225,7 @@ public final class Agent: @unchecked Sendable {
         return fields
     }
 
-    private func logStart(image: FirmwareImage, digest: String, format: AppImageInfo?,
+    private func logStart(image: FirmwareImage, served: String, digest: String, format: AppImageInfo?,
                           credentials: ServerCredentials)
     {
         let server = credentials.certificate
@@ -214,6 +233,7 @@ public final class Agent: @unchecked Sendable {
             LogField("backend", String(cString: ota_backend_name())),
             LogField("mode", configuration.mode.rawValue),
             LogField("image", image.path),
+            LogField("served_from", served),
             LogField("bytes", image.size),
             LogField("sha256", digest),
         ] + imageFields(format) + [

@@ -19,6 +19,9 @@ public struct AgentConfiguration: Sendable {
     public var expectedSHA256: String?
     /// Serve a file of any format: no ESP-IDF app image check (size and SHA-256 still logged).
     public var allowAnyImage = false
+    /// Serve the file at the image path itself rather than a private copy made at start (see
+    /// `ota_image_make_private`): a change to the file then stops the agent.
+    public var imageInPlace = false
     public var port: UInt16 = 4433
     /// A numeric address to bind, or nil for every address (IPv6 and IPv4).
     public var bindAddress: String?

@@ -31,6 +31,8 @@ public enum ConfigurationParser {
                 help: "refuse to start unless the image's SHA-256 is this (64 hex digits)"),
         Setting(flag: "--allow-any-image", key: .allowAnyImage, value: "",
                 help: "serve a file of any format: no ESP-IDF app image check (variable: 1 or 0)"),
+        Setting(flag: "--image-in-place", key: .imageInPlace, value: "",
+                help: "serve the image file itself, no private copy: a change to it stops the agent"),
         Setting(flag: "--port", key: .port, value: "PORT",
                 help: "TCP port to listen on (default 4433; 0 = any free port)"),
         Setting(flag: "--bind", key: .bindAddress, value: "ADDRESS",
@@ -88,8 +90,10 @@ public enum ConfigurationParser {
                 help: "debug, info, warning or error (default info)"),
     ]
 
-    /// Flags that take no value: given, they set their variable's "on" value.
-    static let switches: [String: String] = ["--require-proof": "1"]
+    /// Flags that need no value: given alone, they set their variable's "on" value; given as
+    /// `--flag=VALUE`, the value is read as the variable's would be.
+    static let switches: [String: String] = ["--require-proof": "1", "--allow-any-image": "1",
+                                             "--image-in-place": "1"]
 
     /// Flags that may be given more than once: their values add up, as in the variable's list.
     static let repeatable: Set<String> = ["--expect-device", "--allow-peer"]
@@ -111,18 +115,13 @@ public enum ConfigurationParser {
             case "--serve":
                 flags["--mode"] = AgentMode.serve.rawValue
                 continue
-            case "--allow-any-image":
-                flags["--allow-any-image"] = "1"
-                continue
             default: break
             }
 
             let (flag, inlineValue) = split(argument)
             if let on = switches[flag] {
-                guard inlineValue == nil else {
-                    throw .configuration("option \(flag) takes no value")
-                }
-                flags[flag] = on
+                // Alone it turns the setting on; "--flag=0" spells it out, as the variable does.
+                flags[flag] = inlineValue ?? on
                 continue
             }
             guard argument.hasPrefix("-") else {
@@ -169,6 +168,7 @@ public enum ConfigurationParser {
         try checkURL(configuration.diceAuthURL, name: values.name(of: "--dice-auth-url"))
         configuration.expectedSHA256 = try values.sha256("--expected-sha256")
         configuration.allowAnyImage = try values.boolean("--allow-any-image") ?? false
+        configuration.imageInPlace = try values.boolean("--image-in-place") ?? false
 
         if let port = try values.integer("--port", in: 0...65535) { configuration.port = UInt16(port) }
         configuration.bindAddress = values.string("--bind")

@@ -99,6 +99,15 @@ final class FirmwareImage: @unchecked Sendable {
     /// Whether the path still names the file opened at start (not replaced, not deleted).
     var pathStillNamesIt: Bool { ota_image_path_names_image(raw, path) != 0 }
 
+    /// Copies the image into a private file in `directory` and serves that from now on (see
+    /// `ota_image_make_private`); nil when done, else why not.
+    func makePrivate(in directory: String) -> String? {
+        var detail = [CChar](repeating: 0, count: 512)
+        let status = ota_image_make_private(raw, directory, &detail, detail.count)
+        guard status != OTA_OK.rawValue else { return nil }
+        return detail.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
     /// SHA-256 of the file as it is now, in lower-case hex.
     func sha256() throws(AgentError) -> String {
         var digest = [UInt8](repeating: 0, count: 32)

@@ -7,6 +7,7 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case keyPath = "SERVER_KEY_PATH"
     case expectedSHA256 = "NEW_FIRMWARE_SHA256"
     case allowAnyImage = "OTA_ALLOW_ANY_IMAGE"
+    case imageInPlace = "OTA_IMAGE_IN_PLACE"
     case port = "OTA_PORT"
     case bindAddress = "OTA_BIND"
     case mode = "OTA_MODE"

@@ -264,6 +264,7 @@ struct HostileInputTests {
     enum ImageChange: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case replaced
         case truncated
+        case rewritten
         case deleted
 
         var testDescription: String { rawValue }
@@ -277,45 +278,69 @@ struct HostileInputTests {
                 guard truncate(image.path, off_t(HostileInputTests.largeImageSize / 2)) == 0 else {
                     throw HarnessError("truncate: errno \(errno)")
                 }
+            case .rewritten:
+                // In place, as `cp` does over an existing file: same inode, other bytes.
+                let writer = Glibc.open(image.path, O_WRONLY)
+                defer { close(writer) }
+                let other = [UInt8](repeating: 0xa5, count: 1 << 20)
+                guard writer >= 0, pwrite(writer, other, other.count, 0) == other.count else {
+                    throw HarnessError("rewrite: errno \(errno)")
+                }
             case .deleted:
                 try FileManager.default.removeItem(at: image)
             }
         }
     }
 
-    /// A file renamed over the image path, or the path deleted, leaves the agent's open image
+    /// A file renamed over the image path, or the path deleted, leaves the agent's image
     /// intact: the transfer in flight completes with exactly the bytes hashed at start, the
-    /// agent warns once that a restart is needed to serve the new file, and serves on.
+    /// agent warns once that a restart is needed to serve the new file, and serves on. So does
+    /// a file truncated or rewritten in place: the agent serves the private copy it made at
+    /// start. (Served in place, without the copy, a renamed or deleted file keeps its bytes
+    /// too: the open descriptor holds the old inode.)
     @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"),
-          arguments: [ImageChange.replaced, .deleted])
-    func imagePathReplacedMidTransferKeepsServingTheOpenedImage(_ change: ImageChange) async throws {
+          arguments: [(ImageChange.replaced, false), (.deleted, false), (.truncated, false), (.rewritten, false),
+                      (.replaced, true), (.deleted, true)])
+    func imageChangedAtItsPathMidTransferKeepsServingTheImageOpened(_ change: ImageChange, inPlace: Bool)
+        async throws
+    {
         // Serve mode: a once run would end with the first update, before the next device.
-        try await changeImageMidTransfer(change, settings: ["OTA_MODE": "serve"]) { run, testbed, image in
-            try await expectServedOn(run, testbed, image)
+        var settings = ["OTA_MODE": "serve"]
+        if inPlace { settings["OTA_IMAGE_IN_PLACE"] = "1" }
+        try await changeImageMidTransfer(change, settings: settings) { run, testbed, image in
+            let starting = try #require(testbed.agent.log("starting").first)
+            #expect(starting["served_from"] == (inPlace ? "in-place" : "private-copy"), "\(starting)")
+            try await expectServedOn(run, testbed, image, pathWarning: change == .replaced || change == .deleted)
         }
     }
 
-    private func expectServedOn(_ run: SimulatorRun, _ testbed: Testbed, _ image: ServedImage) async throws {
+    private func expectServedOn(_ run: SimulatorRun, _ testbed: Testbed, _ image: ServedImage,
+                                pathWarning: Bool) async throws
+    {
         let agent = testbed.agent
         expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
-        let warning = try #require(await agent.waitForLog("image-replaced"), "\(agent.transcript)")
-        #expect(warning.level == "warning", "\(warning)")
+        if pathWarning {
+            let warning = try #require(await agent.waitForLog("image-replaced"), "\(agent.transcript)")
+            #expect(warning.level == "warning", "\(warning)")
+        }
 
         let genuine = try await DeviceSimulator.run(port: agent.port, options: ["--read-size", "16384"],
                                                     within: .seconds(20))
         expectUpdated(genuine.onlyDevice(), with: image, "\(genuine.transcript)\n\(agent.transcript)")
-        #expect(agent.log("image-replaced").count == 1, "warned once only\n\(agent.transcript)")
+        #expect(agent.log("image-replaced").count == (pathWarning ? 1 : 0), "warned once only\n\(agent.transcript)")
+        #expect(agent.log("image-changed").isEmpty, "\(agent.transcript)")
         agent.child.send(SIGTERM)
         #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(0), "\(agent.transcript)")
     }
 
-    /// The agent cannot vouch for an image whose own bytes changed under it: the transfer in
-    /// flight is reset (the device must not take what it got for a whole image) and, as
-    /// documented, the agent stops with exit 2 to be restarted, so no device follows here.
+    /// Served in place (`OTA_IMAGE_IN_PLACE=1`), the agent cannot vouch for an image whose own
+    /// bytes changed under it: the transfer in flight is reset (the device must not take what
+    /// it got for a whole image) and, as documented, the agent stops with exit 2 to be
+    /// restarted, so no device follows here.
     @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"),
-          arguments: [ImageChange.truncated])
-    func imageChangedMidTransferResetsTheDeviceAndStopsTheAgent(_ change: ImageChange) async throws {
-        try await changeImageMidTransfer(change, settings: [:]) { run, testbed, _ in
+          arguments: [ImageChange.truncated, .rewritten])
+    func imageChangedInPlaceMidTransferResetsTheDeviceAndStopsTheAgent(_ change: ImageChange) async throws {
+        try await changeImageMidTransfer(change, settings: ["OTA_IMAGE_IN_PLACE": "1"]) { run, testbed, _ in
             try await expectResetAndStopped(run, testbed, change)
         }
     }
@@ -367,7 +392,9 @@ struct HostileInputTests {
         let shim = try await DiskErrorShim.build(in: scratch)
         let image = try await ServedImage.of(try scratch.writeRandom("large.bin", count: Self.largeImageSize))
         // The agent hashes the whole image once at start; the error comes 2 MiB into the transfer.
+        // In place: the shim knows the image by its path, which a private copy does not have.
         let failing = DiskErrorShim.settings(library: shim, image: image.url, failAfter: image.size + (2 << 20))
+            .merging(["OTA_IMAGE_IN_PLACE": "1"]) { _, new in new }
         let testbed = try await Testbed.start(settings: Self.settings.merging(failing) { _, new in new },
                                               image: image.url)
         defer { testbed.stop() }

@@ -387,7 +387,7 @@ struct DevicePolicyParserTests {
         #expect(!policy.requireProof && policy.expectedDevices.isEmpty && policy.allowedPeers.isEmpty)
     }
 
-    @Test("--require-proof takes no value; OTA_REQUIRE_PROOF is 1 or 0; the flag wins over 0")
+    @Test("--require-proof needs no value; OTA_REQUIRE_PROOF is 1 or 0; the flag wins over 0")
     func requireProof() throws {
         #expect(try configuration(["--require-proof"]).devicePolicy.requireProof)
         var environment = requiredEnvironment
@@ -396,7 +396,9 @@ struct DevicePolicyParserTests {
         environment["OTA_REQUIRE_PROOF"] = "0"
         #expect(try !configuration([], environment: environment).devicePolicy.requireProof)
         #expect(try configuration(["--require-proof"], environment: environment).devicePolicy.requireProof)
-        #expect(refusal(["--require-proof=1"]).contains("--require-proof takes no value"))
+        #expect(try configuration(["--require-proof=1"]).devicePolicy.requireProof)
+        #expect(try !configuration(["--require-proof=0"]).devicePolicy.requireProof)
+        #expect(refusal(["--require-proof=maybe"]).contains("--require-proof: 'maybe' is not 1 or 0"))
         environment["OTA_REQUIRE_PROOF"] = "maybe"
         let message = refusal([], environment: environment)
         #expect(message.contains("OTA_REQUIRE_PROOF") && message.contains("1 or 0"), "\(message)")

@@ -74,6 +74,13 @@ struct ImageSettingsParserTests {
         #expect(try parsed(setting.arguments, extra).allowAnyImage == setting.expected)
     }
 
+    @Test("--image-in-place is a switch like --allow-any-image; off by default",
+          arguments: [([], [:], false), (["--image-in-place"], [:], true), ([], ["OTA_IMAGE_IN_PLACE": "1"], true),
+                      (["--image-in-place=0"], ["OTA_IMAGE_IN_PLACE": "1"], false)])
+    func imageInPlace(arguments: [String], extra: [String: String], expected: Bool) throws {
+        #expect(try parsed(arguments, extra).imageInPlace == expected)
+    }
+
     @Test("--allow-any-image takes no value: the next argument is parsed on its own")
     func allowAnyImageTakesNoValue() throws {
         let configuration = try parsed(["--allow-any-image", "--port", "5000"])

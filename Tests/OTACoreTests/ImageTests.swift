@@ -93,6 +93,52 @@ struct ImageTests {
         #expect(imageDigest(image).status == code(OTA_ERR_CHANGED))
     }
 
+    @Test("a private copy keeps the bytes opened: the file truncated or rewritten at its path is no change")
+    func privateCopyKeepsTheBytes() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let bytes = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        let path = try directory.write("firmware.bin", bytes)
+        let result = open(path)
+        let image = try #require(result.image, "\(result.detail)")
+        defer { ota_image_free(image) }
+
+        var detail = DetailBuffer()
+        #expect(ota_image_make_private(image, directory.url.path, &detail.storage, detail.storage.count)
+                == code(OTA_OK), "\(detail.text)")
+        #expect(truncate(path, 1000) == 0)
+        let writer = Glibc.open(path, O_WRONLY)
+        let rewritten = [UInt8](repeating: 0xee, count: 1000)
+        #expect(pwrite(writer, rewritten, rewritten.count, 0) == rewritten.count)
+        close(writer)
+
+        #expect(ota_image_check_unchanged(image) == code(OTA_OK))
+        #expect(ota_image_size(image) == UInt64(bytes.count))
+        #expect(imageDigest(image).hex == bytesDigest(bytes))
+        #expect(ota_image_path_names_image(image, path) == 1, "the path still names the file opened there")
+        // Unnamed: nothing new appears in the folder.
+        #expect((try FileManager.default.contentsOfDirectory(atPath: directory.url.path)) == ["firmware.bin"])
+    }
+
+    @Test("no private copy where no file can be made: a detail, and the image still served as opened")
+    func privateCopyRefused() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let bytes = [UInt8](repeating: 0x42, count: 5000)
+        let path = try directory.write("firmware.bin", bytes)
+        let result = open(path)
+        let image = try #require(result.image, "\(result.detail)")
+        defer { ota_image_free(image) }
+
+        var detail = DetailBuffer()
+        let missing = directory.path("no-such-folder")
+        #expect(ota_image_make_private(image, missing, &detail.storage, detail.storage.count) == code(OTA_ERR_CONFIG))
+        #expect(detail.text.contains(missing), "\(detail.text)")
+        #expect(imageDigest(image).hex == bytesDigest(bytes))
+        #expect(ota_image_make_private(nil, missing, nil, 0) == code(OTA_ERR_USAGE))
+        #expect(ota_image_make_private(image, nil, nil, 0) == code(OTA_ERR_USAGE))
+    }
+
     @Test("the same size with a new mtime is a change")
     func rewriteIsAChange() throws {
         let directory = try TemporaryDirectory()

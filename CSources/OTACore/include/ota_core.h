@@ -329,8 +329,22 @@ uint64_t ota_image_size(const ota_image *image);
  */
 int ota_image_check_unchanged(const ota_image *image);
 
-/* 1 when `path` still names the opened file; 0 once it was replaced, deleted or is unreadable. */
+/* 1 when `path` still names the file opened there (not the private copy, if one was made); 0
+ * once it was replaced, deleted or is unreadable. */
 int ota_image_path_names_image(const ota_image *image, const char *path);
+
+/*
+ * Copies the image into a private, unnamed file (O_TMPFILE) in `directory` and serves that
+ * from now on: whatever then happens to the file at the image's path (rewritten in place,
+ * truncated, replaced, deleted), every device gets the bytes copied here, and what a caller
+ * hashes and checks after this call is exactly what is served. The kernel copies (sharing
+ * blocks where the filesystem can, as btrfs and xfs do); the copy costs the image's size on
+ * that filesystem otherwise, and vanishes with the handle. On failure (a directory that
+ * takes no such file, no space, the image written to meanwhile) the image is unchanged and
+ * still usable as opened; the detail says why.
+ */
+int ota_image_make_private(ota_image *image, const char *directory, char *detail,
+                           size_t detail_size);
 
 /* SHA-256 of the image as it is on disk now (read by offset in fixed-size blocks). */
 int ota_image_sha256(const ota_image *image, uint8_t digest[32]);
