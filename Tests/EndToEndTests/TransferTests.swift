@@ -152,15 +152,16 @@ struct TransferTests {
         #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(3), "\(agent.transcript)")
     }
 
-    /// The agent serves the image it opened at start. Once that file changes on disk, no
-    /// transfer can be trusted any more: the one in flight is reset, and the agent stops with
+    /// Served in place, the image is the file opened at start. Once that file changes on disk,
+    /// no transfer can be trusted any more: the one in flight is reset, and the agent stops with
     /// exit 2 so that it is restarted with the new image, instead of failing every device.
     @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
-    func imageChangedOnDiskStopsTheAgent() async throws {
+    func imageServedInPlaceChangedOnDiskStopsTheAgent() async throws {
         let scratch = try ScratchFolder()
         defer { scratch.remove() }
         let imageURL = try scratch.writeRandom("large.bin", count: 16 << 20)
-        let testbed = try await Testbed.start(settings: ["OTA_MODE": "serve"], image: imageURL)
+        let testbed = try await Testbed.start(settings: ["OTA_MODE": "serve", "OTA_IMAGE_IN_PLACE": "1"],
+                                              image: imageURL)
         defer { testbed.stop() }
         let agent = testbed.agent
 
