@@ -121,7 +121,8 @@ public struct PreflightCheck {
         results.append(namesAgent
             ? CheckResult("certificate-name", .ok, "names ota-agent, as devices check")
             : CheckResult("certificate-name", .fail, "names neither CN nor DNS ota-agent: field devices refuse it"))
-        results.append(Self.dates(of: certificate, now: Int64(Date().timeIntervalSince1970)))
+        results.append(Self.dates(notBefore: certificate.notBefore, notAfter: certificate.notAfter,
+                                  now: Int64(Date().timeIntervalSince1970)))
         results.append(keyPermissions())
         return results
     }
@@ -129,16 +130,16 @@ public struct PreflightCheck {
     /// The validity dates against `now`: outside them a failure (devices that keep time refuse
     /// the certificate; the agent itself only warns, since devices without a clock accept it),
     /// within 30 days of the end a warning.
-    static func dates(of certificate: CertificateIdentity, now: Int64) -> CheckResult {
-        let range = "valid from \(Logger.utc(seconds: certificate.notBefore)) to \(Logger.utc(seconds: certificate.notAfter))"
-        if now < certificate.notBefore {
+    static func dates(notBefore: Int64, notAfter: Int64, now: Int64) -> CheckResult {
+        let range = "valid from \(Logger.utc(seconds: notBefore)) to \(Logger.utc(seconds: notAfter))"
+        if now < notBefore {
             return CheckResult("certificate-dates", .fail, "not valid yet: \(range)")
         }
-        if now > certificate.notAfter {
+        if now > notAfter {
             return CheckResult("certificate-dates", .fail, "expired: \(range)")
         }
-        let days = (certificate.notAfter - now) / 86_400
-        if certificate.notAfter - now < expiryWarning {
+        let days = (notAfter - now) / 86_400
+        if notAfter - now < expiryWarning {
             return CheckResult("certificate-dates", .warn, "\(range): expires in \(days) days")
         }
         return CheckResult("certificate-dates", .ok, "\(range) (\(days) days left)")

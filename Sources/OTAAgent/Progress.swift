@@ -209,7 +209,12 @@ final class ProgressBoard: @unchecked Sendable {
             let percent = transfer.total > 0 ? Double(done) * 100 / Double(transfer.total) : 100
             var text = "\(transfer.peer) \(Int(percent))% \(bytesText(done))/\(bytesText(transfer.total))"
             text += " \(bytesText(UInt64(transfer.rate(done, elapsed))))/s"
-            if let left = transfer.timeLeft(done, elapsed) { text += " \(clockText(left)) left" }
+            if done >= transfer.total {
+                // All handed to TLS; much may still sit in socket buffers until the device reads it.
+                text += ", waiting for the device to confirm"
+            } else if let left = transfer.timeLeft(done, elapsed) {
+                text += " \(clockText(left)) left"
+            }
             return text
         }
         return (["ota: \(count)"] + parts).joined(separator: " | ")
