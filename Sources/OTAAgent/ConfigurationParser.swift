@@ -322,6 +322,9 @@ public enum ConfigurationParser {
             "certificate and key, the image, Dice-Auth answering, the port free, the result file",
             "writable. One line per check (ok, warn or FAIL and why); exit 0 when none fails.",
             "",
+            "Logs go to standard error. There, on a terminal, transfers in flight show on a live",
+            "status line; elsewhere (or with --log-format json) each logs a progress line at every 10%.",
+            "",
             "options:",
         ]
         for setting in settings {

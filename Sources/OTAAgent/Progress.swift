@@ -143,7 +143,9 @@ final class TransferProgress: @unchecked Sendable {
 
 /// The transfers in flight, reported the way the log's destination allows: on a terminal (text
 /// format), a status line redrawn at most four times a second by a thread of its own; anywhere
-/// else (or in JSON format), `progress` log lines at every tenth of the image.
+/// else (or in JSON format), `progress` log lines at every tenth of the image. The drawing
+/// thread, started with the first transfer, then lives as long as the process (it sleeps while
+/// no transfer runs): fine for the CLI, one idle thread for an embedder that logs to a terminal.
 final class ProgressBoard: @unchecked Sendable {
     private let logger: Logger
     private let statusLine: TerminalStatusLine?
