@@ -75,7 +75,7 @@ struct CheckCommandTests {
         defer { scratch.remove() }
         let (busy, busyPort) = try LoopbackSocket.listening()
         defer { close(busy) }
-        var environment = Agent.environment(diceAuthURL: "http://127.0.0.1:\(try LoopbackSocket.closedPort())/verify",
+        var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL,
                                             image: try scratch.writeRandom("not-an-app.bin", count: 4096))
         environment["OTA_ALLOW_ANY_IMAGE"] = nil
         environment["OTA_PORT"] = String(busyPort)
