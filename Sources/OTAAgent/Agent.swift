@@ -40,6 +40,9 @@ public final class Agent: @unchecked Sendable {
     private var startedListener: Listener?
     private var startedContext: SessionContext?
     private var listener: Listener? { handlesLock.withLock { startedListener } }
+    /// The image as opened and hashed by `start()`: written there, read after `run()` on the
+    /// same thread (see `ResultFile`).
+    public private(set) var startedImage: ImageIdentity?
     private var context: SessionContext? { handlesLock.withLock { startedContext } }
 
     public init(configuration: AgentConfiguration, logger: Logger,
@@ -55,11 +58,13 @@ public final class Agent: @unchecked Sendable {
 
     /// Opens the image, loads the certificate and key, and binds the listener.
     public func start() throws(AgentError) {
+        try ResultFile.checkWritable(configuration.resultFilePath)
         try checkDiceAuthFiles()
         try checkProofSupport()
         let image = try FirmwareImage(path: configuration.imagePath)
         let served = configuration.imageInPlace ? "in-place" : privateCopy(of: image)
         let digest = try image.sha256()
+        startedImage = ImageIdentity(path: image.path, size: image.size, sha256: digest)
         try checkExpectedDigest(digest, of: image)
         let format = configuration.allowAnyImage ? nil : try image.checkAppFormat()
         let credentials = try ServerCredentials(certificatePath: configuration.certificatePath,
@@ -77,6 +82,7 @@ public final class Agent: @unchecked Sendable {
                                                               sessions: configuration.maxConcurrent),
                                      deadlines: configuration.deadlines, cancel: cancel, logger: logger)
         context.policy = configuration.devicePolicy
+        context.progress = ProgressBoard(logger: logger)
         handlesLock.withLock {
             startedContext = context
             startedListener = listener
@@ -90,7 +96,7 @@ public final class Agent: @unchecked Sendable {
     /// A CA, client certificate or key file that cannot be read would refuse every device
     /// later; refuse to start instead. Only the files' metadata is looked at here: curl reads
     /// them per connection, and their contents are never logged.
-    private func checkDiceAuthFiles() throws(AgentError) {
+    func checkDiceAuthFiles() throws(AgentError) {
         let settings = configuration.diceAuth
         let certificateName = "\(EnvironmentKey.diceAuthClientCertificatePath.rawValue) (--dice-auth-client-cert)"
         let keyName = "\(EnvironmentKey.diceAuthClientKeyPath.rawValue) (--dice-auth-client-key)"
@@ -145,7 +151,7 @@ public final class Agent: @unchecked Sendable {
 
     /// Proof of possession needs a backend that asks for client certificates: demanding it
     /// from one that never asks would refuse every device.
-    private func checkProofSupport() throws(AgentError) {
+    func checkProofSupport() throws(AgentError) {
         guard configuration.devicePolicy.requireProof, !DeviceConnection.backendSupportsProof else { return }
         throw .configuration("\(EnvironmentKey.requireProof.rawValue) (--require-proof): the "
             + "\(String(cString: ota_backend_name())) build cannot check proof of possession: "
@@ -186,7 +192,7 @@ public final class Agent: @unchecked Sendable {
     }
 
     /// Over plain http anyone on the path to Dice-Auth can answer 200 and so approve any device.
-    private func warnAboutPlainDiceAuth() {
+    func warnAboutPlainDiceAuth() {
         guard let url = URLComponents(string: configuration.diceAuthURL), url.scheme?.lowercased() == "http",
               let host = url.host?.lowercased() else { return }
         let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1" || host == "[::1]"
@@ -209,7 +215,7 @@ public final class Agent: @unchecked Sendable {
     }
 
     /// The file an orchestrator meant to serve, or none: a digest given at start must match.
-    private func checkExpectedDigest(_ digest: String, of image: FirmwareImage) throws(AgentError) {
+    func checkExpectedDigest(_ digest: String, of image: FirmwareImage) throws(AgentError) {
         guard let expected = configuration.expectedSHA256, expected != digest else { return }
         throw .configuration("\(EnvironmentKey.expectedSHA256.rawValue) (--expected-sha256): \(image.path) has "
             + "SHA-256 \(digest), expected \(expected)")
@@ -271,7 +277,7 @@ public final class Agent: @unchecked Sendable {
     }
 
     /// A private key others can read is a key others may have copied.
-    private func warnAboutKeyPermissions() {
+    func warnAboutKeyPermissions() {
         var info = stat()
         guard stat(configuration.keyPath, &info) == 0, info.st_mode & 0o077 != 0 else { return }
         logger.warning("private-key-permissions", [

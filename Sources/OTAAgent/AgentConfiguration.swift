@@ -43,6 +43,10 @@ public struct AgentConfiguration: Sendable {
     public var tls = TLSPolicySettings()
     /// Proof of possession, and the device (fingerprint, address) a job is for.
     public var devicePolicy = DevicePolicy()
+    /// `text` (key=value lines) or `json` (one object per line) for the log on standard error.
+    public var logFormat: LogFormat = .text
+    /// Where the CLI writes its JSON summary of the run on exit; checked writable at start.
+    public var resultFilePath: String?
     public var logLevel: LogLevel = .info
 
     /// Eight per core: enough to keep the cores busy while handshakes wait on slow devices'

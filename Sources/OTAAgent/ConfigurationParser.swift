@@ -6,6 +6,8 @@ public enum ConfigurationParser {
     /// What the command line asked for.
     public enum Request: Sendable {
         case run(AgentConfiguration)
+        /// `ota-agent check`: the same settings, checked without serving (see `PreflightCheck`).
+        case check(AgentConfiguration)
         case help
         case version
     }
@@ -88,6 +90,10 @@ public enum ConfigurationParser {
                     + "variable comma-separated"),
         Setting(flag: "--log-level", key: .logLevel, value: "LEVEL",
                 help: "debug, info, warning or error (default info)"),
+        Setting(flag: "--log-format", key: .logFormat, value: "text|json",
+                help: "text: key=value lines (default); json: one JSON object per line"),
+        Setting(flag: "--result-file", key: .resultFile, value: "PATH",
+                help: "on exit, write a JSON summary of the run and of every device there"),
     ]
 
     /// Flags that need no value: given alone, they set their variable's "on" value; given as
@@ -105,7 +111,20 @@ public enum ConfigurationParser {
         // Asking for help wins wherever it stands, even beside a mistake.
         if arguments.contains(where: { $0 == "-h" || $0 == "--help" }) { return .help }
         if arguments.contains("--version") { return .version }
+        if arguments.first == "check" {
+            return .check(try build(try flagValues(Array(arguments.dropFirst())), environment: environment))
+        }
+        return .run(try build(try flagValues(arguments), environment: environment))
+    }
 
+    private static func build(_ flags: [String: String], environment: [String: String]) throws(AgentError)
+        -> AgentConfiguration
+    {
+        try build(SettingValues(flags: flags, environment: environment))
+    }
+
+    /// The flags' values by flag, repeatable ones joined with commas.
+    private static func flagValues(_ arguments: [String]) throws(AgentError) -> [String: String] {
         var flags: [String: String] = [:]
         var index = 0
         while index < arguments.count {
@@ -125,6 +144,9 @@ public enum ConfigurationParser {
                 continue
             }
             guard argument.hasPrefix("-") else {
+                if argument == "check" {
+                    throw .configuration("'check' must come first: ota-agent check [options]")
+                }
                 throw .configuration("unexpected argument '\(argument)': every setting is an option (see --help)")
             }
             guard settings.contains(where: { $0.flag == flag }) else {
@@ -148,7 +170,7 @@ public enum ConfigurationParser {
                 flags[flag] = value
             }
         }
-        return .run(try build(SettingValues(flags: flags, environment: environment)))
+        return flags
     }
 
     private static func split(_ argument: String) -> (String, String?) {
@@ -214,6 +236,13 @@ public enum ConfigurationParser {
             }
             configuration.logLevel = parsed
         }
+        if let format = values.string("--log-format") {
+            guard let parsed = LogFormat(rawValue: format.lowercased()) else {
+                throw .configuration("\(values.name(of: "--log-format")): '\(format)' is not text or json")
+            }
+            configuration.logFormat = parsed
+        }
+        configuration.resultFilePath = values.string("--result-file")
         return configuration
     }
 
@@ -283,10 +312,18 @@ public enum ConfigurationParser {
     public static var helpText: String {
         var lines = [
             "usage: ota-agent [options]",
+            "       ota-agent check [options]",
             "",
             "Serves a firmware image over TLS to ESP32 devices whose DICE attestation",
             "certificate Dice-Auth verifies. Every option can also be set by the environment",
             "variable shown; an option on the command line wins.",
+            "",
+            "'ota-agent check' takes the same settings and checks them without serving: the",
+            "certificate and key, the image, Dice-Auth answering, the port free, the result file",
+            "writable. One line per check (ok, warn or FAIL and why); exit 0 when none fails.",
+            "",
+            "Logs go to standard error. There, on a terminal, transfers in flight show on a live",
+            "status line; elsewhere (or with --log-format json) each logs a progress line at every 10%.",
             "",
             "options:",
         ]
@@ -302,6 +339,7 @@ public enum ConfigurationParser {
             "",
             "exit codes: 0 updated (or stopped cleanly in serve mode), 1 internal error,",
             "2 configuration or usage error, 3 timeout with no device updated,",
+            "4 'ota-agent check' found a problem (2 when the settings cannot even be read),",
             "129 / 130 / 143 stopped by SIGHUP / SIGINT / SIGTERM with no device updated (once mode).",
             "An image file that changes on disk while served also stops the agent with exit 2.",
         ]

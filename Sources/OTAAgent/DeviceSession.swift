@@ -57,6 +57,8 @@ struct SessionContext: Sendable {
     let logger: Logger
     /// Proof of possession and pinning, checked before Dice-Auth is asked.
     var policy = DevicePolicy()
+    /// Progress of transfers in flight: a terminal's status line or `progress` log lines.
+    var progress: ProgressBoard?
 
     /// Ends every session at once: waits on sockets and on queues return.
     func cancelAll() {
@@ -234,9 +236,13 @@ struct DeviceSession {
                           _ record: inout SessionRecord) throws(CoreFailure)
     {
         var firstBlock: ContinuousClock.Instant?
+        let tracker = context.progress?.begin(peer: peer, fingerprint: record.certificate?.shortFingerprint,
+                                              total: context.image.size)
+        defer { tracker.map { context.progress?.end($0) } }
         let (bytes, failure) = connection.send(image: context.image, deadlines: context.deadlines,
-                                               progress: { _, _ in
+                                               progress: { done, _ in
                                                    if firstBlock == nil { firstBlock = .now }
+                                                   tracker?.update(done)
                                                })
         if let firstBlock {
             record.addedLatency = firstBlock - certificateComplete - (record.diceAuthDuration ?? .zero)

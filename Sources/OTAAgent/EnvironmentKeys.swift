@@ -31,6 +31,8 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case tlsCiphers = "OTA_TLS_CIPHERS"
     case tlsMinVersion = "OTA_TLS_MIN_VERSION"
     case logLevel = "OTA_LOG_LEVEL"
+    case logFormat = "OTA_LOG_FORMAT"
+    case resultFile = "OTA_RESULT_FILE"
     case requireProof = "OTA_REQUIRE_PROOF"
     case expectedDevices = "OTA_EXPECTED_DEVICES"
     case deviceAddress = "OTA_DEVICE_ADDRESS"

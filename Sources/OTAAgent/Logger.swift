@@ -26,18 +26,32 @@ public enum LogLevel: Int, Comparable, Sendable {
     public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool { lhs.rawValue < rhs.rawValue }
 }
 
+/// How log lines are written.
+public enum LogFormat: String, Sendable, CaseIterable {
+    /// `time level event key=value ...`, for people.
+    case text
+    /// One JSON object per line, for log collectors: `time`, `level`, `event`, then the fields.
+    case json
+}
+
 /// One `key=value` field of a log line. Key material never goes into one.
 public struct LogField: Sendable {
     public let key: String
     public let value: String
+    /// Made from a number (a count, bytes, a duration): a JSON number in JSON lines. A key is
+    /// always logged the same way, so its JSON type never changes from line to line.
+    public let isNumber: Bool
 
     public init(_ key: String, _ value: String) {
         self.key = key
         self.value = value
+        self.isNumber = false
     }
 
     public init(_ key: String, _ value: some BinaryInteger) {
-        self.init(key, String(value))
+        self.key = key
+        self.value = String(value)
+        self.isNumber = true
     }
 
     /// A duration in seconds, to the millisecond, without trailing zeros: "60", "0.5", "2.25".
@@ -45,19 +59,26 @@ public struct LogField: Sendable {
         let milliseconds = Int64((duration.seconds * 1000).rounded())
         let (whole, fraction) = milliseconds.quotientAndRemainder(dividingBy: 1000)
         guard fraction != 0 else {
-            self.init(key, String(whole))
+            self.init(key, whole)
             return
         }
         var digits = String(abs(fraction))
         digits = String(repeating: "0", count: 3 - digits.count) + digits
         while digits.hasSuffix("0") { digits.removeLast() }
-        self.init(key, (milliseconds < 0 && whole == 0 ? "-" : "") + "\(whole).\(digits)")
+        self.init(key, (milliseconds < 0 && whole == 0 ? "-" : "") + "\(whole).\(digits)", number: true)
+    }
+
+    private init(_ key: String, _ value: String, number: Bool) {
+        self.key = key
+        self.value = value
+        self.isNumber = number
     }
 }
 
 /// Writes one line per event: UTC time, level, event name, then fields.
 ///
 ///     2026-12-04T17:10:00.123Z info listening address=:: port=4433
+///     {"time":"2026-12-04T17:10:00.123Z","level":"info","event":"listening","address":"::","port":4433}
 ///
 /// Safe to use from any thread; lines never interleave.
 public final class Logger: @unchecked Sendable {
@@ -66,10 +87,26 @@ public final class Logger: @unchecked Sendable {
     private let minimum: LogLevel
     private let sink: Sink
     private let lock = NSLock()
+    public let format: LogFormat
+    /// The terminal's status line the lines are written above, when standard error is one
+    /// (see `TerminalStatusLine`): transfers then show live progress there.
+    let statusLine: TerminalStatusLine?
+
+    /// A logger writing lines above a terminal's status line, which shows live progress.
+    public convenience init(level: LogLevel = .info, format: LogFormat = .text, statusLine: TerminalStatusLine) {
+        self.init(level: level, format: format, sink: { line in statusLine.write(line: line) },
+                  statusLine: statusLine)
+    }
 
     /// A logger writing to `sink`, standard error by default.
-    public init(level: LogLevel = .info, sink: Sink? = nil) {
+    public convenience init(level: LogLevel = .info, format: LogFormat = .text, sink: Sink? = nil) {
+        self.init(level: level, format: format, sink: sink, statusLine: nil)
+    }
+
+    private init(level: LogLevel, format: LogFormat, sink: Sink?, statusLine: TerminalStatusLine?) {
         self.minimum = level
+        self.format = format
+        self.statusLine = statusLine
         self.sink = sink ?? { line in
             // One write(2) per line: lines from several threads never mix.
             let bytes = Array((line + "\n").utf8)
@@ -87,10 +124,7 @@ public final class Logger: @unchecked Sendable {
     public func log(_ level: LogLevel, _ event: String, _ fields: [LogField] = []) {
         guard level >= minimum else { return }
 
-        var line = "\(Self.timestamp()) \(level.name) \(event)"
-        for field in fields {
-            line += " \(field.key)=\(Self.quoted(field.value))"
-        }
+        let line = format == .json ? Self.jsonLine(level, event, fields) : Self.textLine(level, event, fields)
         lock.lock()
         defer { lock.unlock() }
         sink(line)
@@ -100,6 +134,28 @@ public final class Logger: @unchecked Sendable {
     public func info(_ event: String, _ fields: [LogField] = []) { log(.info, event, fields) }
     public func warning(_ event: String, _ fields: [LogField] = []) { log(.warning, event, fields) }
     public func error(_ event: String, _ fields: [LogField] = []) { log(.error, event, fields) }
+
+    private static func textLine(_ level: LogLevel, _ event: String, _ fields: [LogField]) -> String {
+        var line = "\(timestamp()) \(level.name) \(event)"
+        for field in fields {
+            line += " \(field.key)=\(quoted(field.value))"
+        }
+        return line
+    }
+
+    /// `{"time":...,"level":...,"event":...,` then the fields in order: numbers (see
+    /// `LogField.isNumber`) as JSON numbers, everything else as strings. A field may not take
+    /// the name of the three first keys: such a field is written as `field_<key>`.
+    static func jsonLine(_ level: LogLevel, _ event: String, _ fields: [LogField]) -> String {
+        var members: [(String, JSONValue)] = [
+            ("time", .string(timestamp())), ("level", .string(level.name)), ("event", .string(event)),
+        ]
+        for field in fields {
+            let key = ["time", "level", "event"].contains(field.key) ? "field_\(field.key)" : field.key
+            members.append((key, field.isNumber ? .number(field.value) : .string(field.value)))
+        }
+        return JSONValue.object(members).compact
+    }
 
     /// Values with spaces, quotes, `=` or control characters are quoted, and control
     /// characters escaped, so one event stays one machine-splittable line whatever a device

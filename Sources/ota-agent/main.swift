@@ -10,6 +10,7 @@ enum ExitCode: Int32 {
     case internalError = 1
     case configuration = 2
     case timedOut = 3
+    case checkFailed = 4
     case interrupted = 128
 
     static func of(_ outcome: RunOutcome) -> Int32 {
@@ -71,6 +72,51 @@ func fail(_ error: AgentError) -> Never {
     exit(ExitCode.of(error))
 }
 
+/// A start that failed after the configuration was read: the message as before, and for an
+/// orchestrator that asked for one, a result file saying so (when it can be written).
+func failToStart(_ error: AgentError, _ configuration: AgentConfiguration, startedAt: Date) -> Never {
+    if let path = configuration.resultFilePath {
+        let outcome = error.kind == .configuration ? "configuration-error" : "internal-error"
+        let document = ResultFile.document(outcome: outcome, exitCode: ExitCode.of(error), image: nil,
+                                           sessions: [], reason: error.message, startedAt: startedAt)
+        try? ResultFile.write(document, to: path)
+    }
+    fail(error)
+}
+
+/// The logger a run asks for: on a terminal (text format), with a live progress line.
+func makeLogger(_ configuration: AgentConfiguration) -> Logger {
+    if configuration.logFormat == .text, let statusLine = TerminalStatusLine.onStandardErrorIfTerminal() {
+        return Logger(level: configuration.logLevel, format: .text, statusLine: statusLine)
+    }
+    return Logger(level: configuration.logLevel, format: configuration.logFormat)
+}
+
+/// `ota-agent check`: one line per check on standard output, exit 0 only when none failed.
+func check(_ configuration: AgentConfiguration) -> Never {
+    let results = PreflightCheck(configuration: configuration).run { result in
+        let line: String
+        if configuration.logFormat == .json {
+            line = result.jsonLine
+        } else {
+            line = "\(result.mark.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0)) \(result.name): \(result.detail)"
+        }
+        print(line)
+        fflush(nil)
+    }
+    let failed = results.filter { $0.mark == .fail }.count
+    let warned = results.filter { $0.mark == .warn }.count
+    let summary = failed == 0
+        ? "check: all \(results.count) checks passed" + (warned > 0 ? " (\(warned) with a warning)" : "")
+        : "check: \(failed) of \(results.count) checks failed"
+    if configuration.logFormat == .json {
+        print(CheckResult.summaryJSONLine(summary, failed: failed, warnings: warned))
+    } else {
+        print(summary)
+    }
+    exit(failed == 0 ? ExitCode.updated.rawValue : ExitCode.checkFailed.rawValue)
+}
+
 func main() -> Never {
     let stopSet = blockStopSignals()
     ignoreSIGPIPE()
@@ -81,6 +127,11 @@ func main() -> Never {
         request = try ConfigurationParser.parse(arguments: Array(CommandLine.arguments.dropFirst()),
                                                 environment: ProcessInfo.processInfo.environment)
     } catch {
+        if CommandLine.arguments.dropFirst().first == "check" {
+            print("FAIL settings: \(error.message)")
+            print("check: the settings cannot be read; no other check ran")
+            exit(ExitCode.of(error))
+        }
         fail(error)
     }
 
@@ -91,16 +142,34 @@ func main() -> Never {
     case .version:
         print("ota-agent \(AgentVersion.text)")
         exit(0)
+    case .check(let configuration):
+        check(configuration)
     case .run(let configuration):
-        let agent = Agent(configuration: configuration, logger: Logger(level: configuration.logLevel))
+        let startedAt = Date()
+        let logger = makeLogger(configuration)
+        let agent = Agent(configuration: configuration, logger: logger)
         // Before start: a stop asked for while starting is honoured once the agent runs.
         handleStopSignals(stopSet, agent)
         do {
             try agent.start()
         } catch {
-            fail(error)
+            failToStart(error, configuration, startedAt: startedAt)
         }
-        exit(ExitCode.of(agent.run().outcome))
+        let summary = agent.run()
+        let code = ExitCode.of(summary.outcome)
+        if let path = configuration.resultFilePath {
+            let document = ResultFile.document(outcome: summary.outcome.name, exitCode: code,
+                                               image: agent.startedImage, sessions: summary.sessions,
+                                               startedAt: startedAt)
+            do {
+                try ResultFile.write(document, to: path)
+                logger.info("result-file", [LogField("path", path)])
+            } catch {
+                // The run's exit code still tells its outcome; the log says what is missing.
+                logger.error("result-file", [LogField("path", path), LogField("reason", error.message)])
+            }
+        }
+        exit(code)
     }
 }
 

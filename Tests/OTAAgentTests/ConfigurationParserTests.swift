@@ -199,6 +199,7 @@ struct ConfigurationParserTests {
         case .help: #expect(expected == "help")
         case .version: #expect(expected == "version")
         case .run: Issue.record("\(arguments) gave a run request")
+        case .check: Issue.record("\(arguments) gave a check request")
         }
     }
 
@@ -334,6 +335,7 @@ struct ConfigurationFirstUseTests {
         switch request {
         case .help, .version: break
         case .run: Issue.record("expected help or version, got a run")
+        case .check: Issue.record("expected help or version, got a check")
         }
     }
 
