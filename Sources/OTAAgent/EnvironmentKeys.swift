@@ -9,6 +9,8 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case allowAnyImage = "OTA_ALLOW_ANY_IMAGE"
     case port = "OTA_PORT"
     case bindAddress = "OTA_BIND"
+    case metricsPort = "OTA_METRICS_PORT"
+    case metricsBindAddress = "OTA_METRICS_BIND"
     case mode = "OTA_MODE"
     case timeout = "OTA_TIMEOUT"
     case maxConcurrent = "OTA_MAX_CONCURRENT"
