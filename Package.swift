@@ -56,6 +56,9 @@ let package = Package(
         // The agent's logic as a Swift library, and the thin command-line tool over it.
         .target(name: "OTAAgent", dependencies: ["OTACore", "CCurlShim"], path: "Sources/OTAAgent"),
         .executableTarget(name: "ota-agent", dependencies: ["OTAAgent"], path: "Sources/ota-agent"),
+        // A Swift program embedding the library through its async API (see README, "Embedding").
+        .executableTarget(name: "OTAAgentEmbeddingExample", dependencies: ["OTAAgent"],
+                          path: "Examples/SwiftEmbedding"),
 
         // Test peers: a field device on mbedTLS and a Dice-Auth compatible verifier.
         // Neither links the agent's core.

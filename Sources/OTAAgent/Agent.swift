@@ -30,7 +30,7 @@ public struct RunSummary: Sendable {
 /// device gets a thread of its own. `stop(signal:)` may be called from any thread.
 public final class Agent: @unchecked Sendable {
     public let configuration: AgentConfiguration
-    private let logger: Logger
+    let logger: Logger
     private let onSession: (@Sendable (SessionRecord) -> Void)?
     private let state = RunState()
 
@@ -39,6 +39,13 @@ public final class Agent: @unchecked Sendable {
     private let handlesLock = NSLock()
     private var startedListener: Listener?
     private var startedContext: SessionContext?
+    private var startedMetricsServer: MetricsServer?
+    var metricsServer: MetricsServer? { handlesLock.withLock { startedMetricsServer } }
+
+    /// Every session's events, for embedders' streams and for the metrics (see `AgentEvent`).
+    let hub = AgentEventHub()
+    /// The run's summary once it has ended, for `shutdown()`.
+    let completion = RunCompletion()
     private var listener: Listener? { handlesLock.withLock { startedListener } }
     /// The image as opened and hashed by `start()`: written there, read after `run()` on the
     /// same thread (see `ResultFile`).
@@ -83,12 +90,15 @@ public final class Agent: @unchecked Sendable {
                                      deadlines: configuration.deadlines, cancel: cancel, logger: logger)
         context.policy = configuration.devicePolicy
         context.progress = ProgressBoard(logger: logger)
+        let metricsServer = try makeMetricsServer()
         handlesLock.withLock {
             startedContext = context
             startedListener = listener
+            startedMetricsServer = metricsServer
         }
         logStart(image: image, served: served, digest: digest, format: format, credentials: credentials)
         logDevicePolicy()
+        if let metricsServer { startMetricsServer(metricsServer) }
         logger.info("listening", [LogField("address", listener.address),
                                   LogField("port", listener.port)])
     }
@@ -294,7 +304,10 @@ public final class Agent: @unchecked Sendable {
         }
 
         let deadline = configuration.timeout.map { ContinuousClock.now + $0 }
+        completion.begin()
+        hub.metrics.setAccepting(true)
         acceptLoop(listener, context, until: deadline)
+        hub.metrics.setAccepting(false)
         // Devices arriving from now on are refused at once instead of waiting unserved.
         listener.close()
         logger.info("not-accepting", [LogField("in_flight", state.running)])
@@ -311,6 +324,7 @@ public final class Agent: @unchecked Sendable {
         logger.info("exiting", [LogField("outcome", describe(summary.outcome)),
                                 LogField("updated", summary.devicesUpdated),
                                 LogField("sessions", summary.sessions.count)])
+        endRun(summary)
         return summary
     }
 
@@ -427,9 +441,13 @@ public final class Agent: @unchecked Sendable {
         logger.debug("connected", [LogField("device", peer)])
         state.sessionStarted()
         let thread = Thread { [self] in
-            let record = DeviceSession(context: context, peer: peer, ticket: ticket, fd: fd).run()
+            let reporter = SessionReporter(hub: hub, peer: peer)
+            reporter.connected()
+            let record = DeviceSession(context: context, peer: peer, ticket: ticket, fd: fd,
+                                       reporter: reporter).run()
             // Before the session counts as finished: the process may exit right after.
             ota_thread_done()
+            reporter.ended(record)
             finishSession(record, listener: listener)
         }
         thread.name = "ota-device"

@@ -25,6 +25,11 @@ public struct AgentConfiguration: Sendable {
     public var port: UInt16 = 4433
     /// A numeric address to bind, or nil for every address (IPv6 and IPv4).
     public var bindAddress: String?
+    /// The port of the Prometheus endpoint (`/metrics`, `/healthz`); 0 for any free port, nil
+    /// (the default) for none.
+    public var metricsPort: UInt16?
+    /// The numeric address the metrics endpoint binds; loopback unless asked otherwise.
+    public var metricsBindAddress = "127.0.0.1"
     public var mode: AgentMode = .once
     /// With no device updated by then, the run ends with `.timedOut`. Nil: wait for ever.
     public var timeout: Duration?

@@ -39,6 +39,10 @@ public enum ConfigurationParser {
                 help: "TCP port to listen on (default 4433; 0 = any free port)"),
         Setting(flag: "--bind", key: .bindAddress, value: "ADDRESS",
                 help: "numeric address to listen on (default: all, IPv6 and IPv4)"),
+        Setting(flag: "--metrics-port", key: .metricsPort, value: "PORT",
+                help: "serve Prometheus /metrics and /healthz on this port (default: off; 0 = any free port)"),
+        Setting(flag: "--metrics-bind", key: .metricsBindAddress, value: "ADDRESS",
+                help: "numeric address of the metrics endpoint (default 127.0.0.1)"),
         Setting(flag: "--mode", key: .mode, value: "once|serve",
                 help: "once: exit after one device is updated (default); serve: until stopped"),
         Setting(flag: "--timeout", key: .timeout, value: "SECONDS",
@@ -194,6 +198,7 @@ public enum ConfigurationParser {
 
         if let port = try values.integer("--port", in: 0...65535) { configuration.port = UInt16(port) }
         configuration.bindAddress = values.string("--bind")
+        try metrics(values, into: &configuration)
         if let mode = values.string("--mode") {
             guard let parsed = AgentMode(rawValue: mode) else {
                 throw .configuration("\(values.name(of: "--mode")): '\(mode)' is not once or serve")
@@ -271,6 +276,24 @@ public enum ConfigurationParser {
             if !policy.allowedPeers.contains(address) { policy.allowedPeers.append(address) }
         }
         return policy
+    }
+
+    /// The metrics endpoint: off without a port; its address must be numeric.
+    private static func metrics(_ values: SettingValues, into configuration: inout AgentConfiguration)
+        throws(AgentError)
+    {
+        if let port = try values.integer("--metrics-port", in: 0...65535) {
+            configuration.metricsPort = UInt16(port)
+        }
+        guard let text = values.string("--metrics-bind") else { return }
+        // As the listener takes it: no brackets around an IPv6 address, no spaces.
+        var address = text.trimmingCharacters(in: .whitespaces)
+        if address.hasPrefix("[") && address.hasSuffix("]") { address = String(address.dropFirst().dropLast()) }
+        guard PeerAddress(address) != nil else {
+            throw .configuration("\(values.name(of: "--metrics-bind")): '\(text)' is not a numeric "
+                + "IPv4 or IPv6 address")
+        }
+        configuration.metricsBindAddress = address
     }
 
     private static func deadlines(_ values: SettingValues) throws(AgentError) -> Deadlines {

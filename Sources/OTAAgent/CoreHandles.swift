@@ -185,11 +185,13 @@ final class CancelSource: @unchecked Sendable {
 final class Listener: @unchecked Sendable {
     let raw: OpaquePointer
 
-    init(bindAddress: String?, port: UInt16, backlog: Int32) throws(AgentError) {
+    /// `settingName` names the settings a failure is about (default: the device port's).
+    init(bindAddress: String?, port: UInt16, backlog: Int32, settingName: String? = nil) throws(AgentError) {
         switch construct({ ota_listener_new(bindAddress, port, backlog, $0, $1, $2) }) {
         case .success(let handle): raw = handle
         case .failure(let failure):
-            let name = bindAddress == nil ? "OTA_PORT (--port)" : "OTA_BIND (--bind) / OTA_PORT (--port)"
+            let name = settingName
+                ?? (bindAddress == nil ? "OTA_PORT (--port)" : "OTA_BIND (--bind) / OTA_PORT (--port)")
             throw .configuration("\(name): \(failure.detail)")
         }
     }

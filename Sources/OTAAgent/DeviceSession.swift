@@ -41,6 +41,9 @@ public struct SessionRecord: Sendable {
     /// the handshake that it holds the private key (see `DevicePolicy`). False for a legacy
     /// device, and for every device on a backend that does not ask.
     public var provedPossession = false
+    /// From the transfer's start (after the verdict) to the device's close or the failure;
+    /// nil when no transfer began.
+    public var transferDuration: Duration?
 }
 
 /// Everything a session needs from the agent, shared read-only by all sessions.
@@ -75,6 +78,8 @@ struct DeviceSession {
     let peer: String
     let ticket: ConnectionLimits.Ticket
     let fd: Int32
+    /// Events and metrics of this session (see `AgentEvent`).
+    var reporter: SessionReporter? = nil
 
     /// Serves the device on `fd` (owned from now on) to the end of its connection.
     func run() -> SessionRecord {
@@ -224,6 +229,7 @@ struct DeviceSession {
             fields.append(LogField("reason", reason))
         }
         context.logger.log(report.verdict.isVerified ? .info : .warning, "verdict", fields)
+        reporter?.verdict(record)
         switch report.verdict {
         case .verified: break
         case .rejected(let status): record.reason = "Dice-Auth answered HTTP \(status): not verified"
@@ -235,12 +241,16 @@ struct DeviceSession {
     private func transfer(_ connection: DeviceConnection, since certificateComplete: ContinuousClock.Instant,
                           _ record: inout SessionRecord) throws(CoreFailure)
     {
+        let transferStart = ContinuousClock.now
+        defer { record.transferDuration = .now - transferStart }
+        reporter?.transferStarted(totalBytes: context.image.size)
         var firstBlock: ContinuousClock.Instant?
         let tracker = context.progress?.begin(peer: peer, fingerprint: record.certificate?.shortFingerprint,
                                               total: context.image.size)
         defer { tracker.map { context.progress?.end($0) } }
         let (bytes, failure) = connection.send(image: context.image, deadlines: context.deadlines,
-                                               progress: { done, _ in
+                                               progress: { done, total in
+                                                   reporter?.progress(bytesSent: done, totalBytes: total)
                                                    if firstBlock == nil { firstBlock = .now }
                                                    tracker?.update(done)
                                                })

@@ -10,6 +10,8 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case imageInPlace = "OTA_IMAGE_IN_PLACE"
     case port = "OTA_PORT"
     case bindAddress = "OTA_BIND"
+    case metricsPort = "OTA_METRICS_PORT"
+    case metricsBindAddress = "OTA_METRICS_BIND"
     case mode = "OTA_MODE"
     case timeout = "OTA_TIMEOUT"
     case maxConcurrent = "OTA_MAX_CONCURRENT"
