@@ -70,7 +70,7 @@ struct DeploymentFilesTests {
         }
     }
 
-    @Test("Kubernetes Job: runs the binary with the four variables, the agent's port, a grace period longer than the agent's")
+    @Test("Kubernetes Job: the binary, the four variables, the agent's port, a grace period longer than the agent's")
     func kubernetesJob() throws {
         let job = KubernetesManifest(try DeploymentText.read("deploy/kubernetes/ota-agent-job.yaml"))
         let dockerfile = try Dockerfile(DeploymentText.read("Dockerfile"))
