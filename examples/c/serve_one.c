@@ -63,6 +63,23 @@ serve_one_log(void *context, int level, const char *message)
     fprintf(stderr, "serve-one: core %s: %s\n", name, message);
 }
 
+/* The value of one hexadecimal digit, or -1. */
+static int
+serve_one_nibble(char digit)
+{
+    if (digit >= '0' && digit <= '9') {
+        return digit - '0';
+    }
+    if (digit >= 'a' && digit <= 'f') {
+        return digit - 'a' + 10;
+    }
+    if (digit >= 'A' && digit <= 'F') {
+        return digit - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Exactly 64 hexadecimal digits into 32 bytes; -1 for anything else. */
 static int
 serve_one_parse_hex(const char *text, uint8_t digest[32])
 {
@@ -70,12 +87,13 @@ serve_one_parse_hex(const char *text, uint8_t digest[32])
         return -1;
     }
     for (size_t index = 0; index < 32; index++) {
-        unsigned int byte = 0;
+        int high = serve_one_nibble(text[2 * index]);
+        int low = serve_one_nibble(text[2 * index + 1]);
 
-        if (sscanf(text + 2 * index, "%2x", &byte) != 1) {
+        if (high < 0 || low < 0) {
             return -1;
         }
-        digest[index] = (uint8_t)byte;
+        digest[index] = (uint8_t)(high << 4 | low);
     }
     return 0;
 }
@@ -248,6 +266,10 @@ main(int argc, char **argv)
     int status = OTA_OK;
     int result = SERVE_ONE_USAGE;
 
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(serve_one_usage, stdout);
+        return SERVE_ONE_UPDATED;
+    }
     if (serve_one_parse(argc, argv, &options) != 0) {
         fputs(serve_one_usage, stderr);
         return SERVE_ONE_USAGE;
