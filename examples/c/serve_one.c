@@ -268,7 +268,7 @@ main(int argc, char **argv)
 
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         fputs(serve_one_usage, stdout);
-        return SERVE_ONE_UPDATED;
+        return 0;
     }
     if (serve_one_parse(argc, argv, &options) != 0) {
         fputs(serve_one_usage, stderr);
