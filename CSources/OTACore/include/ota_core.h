@@ -6,18 +6,55 @@
  * streaming of an image file. The TLS backend (OpenSSL or mbedTLS) is chosen at build time
  * and never shows in this header.
  *
- * Conventions
- * - Functions that can fail return an `ota_status`: OTA_OK (0) or a negative code whose
- *   category says what happened. Details (the failing call, errno or TLS error text) are kept
- *   on the handle (`ota_conn_detail`) or written to a caller's `detail` buffer. The one
- *   positive status, OTA_PENDING, means "not finished yet" from a call made to be repeated.
- * - Handles are opaque. `*_new` returns a handle or NULL; `*_free` accepts NULL.
+ * Installed by scripts/install as libotacore.a with this header and an ota-core.pc for
+ * pkg-config; link with `cc tool.c $(pkg-config --cflags --libs ota-core)` (README, "Building
+ * and embedding"). The library is plain C and needs no Swift runtime.
+ *
+ * Status codes
+ * - Every function returning `int` (or `ota_status`) returns OTA_OK (0) on success or a
+ *   negative ota_status whose category says whose fault it was: the device's (CLOSED, TIMEOUT,
+ *   PROTOCOL), the environment's (IO, CONFIG, MEMORY, CHANGED), the caller's (USAGE: a NULL
+ *   where a pointer is required, a size or value out of range; a bug, never caused by a peer),
+ *   a cancellation the caller asked for (CANCELLED) or the TLS library's (INTERNAL). The one
+ *   positive status, OTA_PENDING, comes only from ota_conn_handshake_advance and means "not
+ *   finished yet, call again". The values are stable: new codes get new numbers below -10, so
+ *   treat any negative value as a failure; ota_status_name names each ("unknown" for others).
+ * - Details (the failing call, errno or TLS error text) never go to stderr. Constructors and
+ *   connection-less calls write them to a caller's `detail` buffer: always NUL-terminated, cut
+ *   short to `detail_size`, skipped when `detail` is NULL or `detail_size` 0. Calls on a
+ *   connection keep them on the handle (ota_conn_detail). Key material is never in a detail.
+ * - Constructors (`*_new`, `ota_image_open`) return NULL on failure and, where they take an
+ *   `int *status`, set it (it may be NULL).
+ *
+ * Ownership and lifetimes
+ * - Handles are opaque. The caller owns what `*_new` or `ota_image_open` returns until it
+ *   passes it to the matching `*_free`, which accepts NULL; a handle is freed once, after every
+ *   call using it (on any thread) has returned.
+ * - Borrowed handles must outlive the borrower: a connection borrows its server configuration
+ *   and cancel source for its whole life; ota_conn_send_image borrows the image for the call.
+ * - Input strings and buffers are only read during the call; no path is kept.
+ * - Returned strings: static storage where so documented (status and backend names, chip
+ *   names, `*reason`); otherwise owned by the handle they came from and valid until it is
+ *   freed, except ota_conn_detail and ota_conn_transfer_note, valid until the next call on
+ *   that connection. Never free them.
+ * - Sockets: ota_listener_accept hands the caller a descriptor; ota_conn_new and
+ *   ota_listener_refuse take it over, in every case, success or not.
+ *
+ * Blocking and threads
  * - Every blocking call takes a timeout in milliseconds and waits on socket readiness with
- *   poll(2); none sleeps or spins. A negative timeout means "no deadline".
- * - Thread safety: distinct handles may be used from distinct threads at once. One handle is
- *   used by one thread at a time, except `ota_listener_interrupt` and `ota_cancel_fire`, which
- *   any thread may call at any time. `ota_server_config` is read-only once built and may be
- *   shared by any number of connections on any threads.
+ *   poll(2); none sleeps or spins. A negative timeout means "no deadline". The core starts no
+ *   thread and installs no signal handler.
+ * - Distinct handles may be used from distinct threads at once. One listener or connection is
+ *   used by one thread at a time, except ota_listener_interrupt and ota_cancel_fire (and
+ *   ota_cancel_is_fired), which any thread may call at any time. An ota_server_config and an
+ *   ota_image are read-only once made: any number of connections may share them and use them
+ *   from any threads at once (the agent sends one image to many devices concurrently).
+ *   An ota_sha256_ctx is one thread's at a time.
+ * - Functions without a handle (framing, PEM, identification, image format checks, hashing,
+ *   inspection) keep no global state and may run on any thread at once. The exception is
+ *   ota_set_log_callback: set it before any other call, or while no other thread is inside the
+ *   core.
+ * - A thread that ran connections calls ota_thread_done before it ends.
  * - SIGPIPE: the core never raises it; socket writes use MSG_NOSIGNAL or block the signal on
  *   the calling thread for the duration of the write.
  */
@@ -49,10 +86,11 @@ typedef enum ota_status {
     OTA_ERR_INTERNAL = -10, /* a TLS library call failed in an unexpected way */
 } ota_status;
 
-/* A stable lower-case name for a status ("ok", "closed", "timeout", ...). Never NULL. */
+/* A stable lower-case name for a status ("ok", "closed", "timeout", ...; "unknown" for a value
+ * that is not an ota_status). Static storage, never NULL. Any thread. */
 const char *ota_status_name(int status);
 
-/* The TLS backend compiled in: "openssl" or "mbedtls". */
+/* The TLS backend compiled in: "openssl" or "mbedtls". Static storage. */
 const char *ota_backend_name(void);
 
 /* The backend library's version text, e.g. "OpenSSL 3.0.19 ...". Static storage. */
@@ -86,7 +124,9 @@ typedef enum ota_log_level {
 /*
  * Receives the core's own log messages (rare: the core reports through return values).
  * `message` is valid only during the call. The callback may run on any thread that calls
- * into the core, so it must be thread-safe. Set it once, before other calls.
+ * into the core, so it must be thread-safe, and must not call back into the core. Set it once,
+ * before other calls (it is a plain process-wide setting, not synchronized); `context` must
+ * stay valid while it is set. A NULL callback turns logging off (the default).
  */
 typedef void (*ota_log_fn)(void *context, int level, const char *message);
 void ota_set_log_callback(ota_log_fn callback, void *context);
@@ -158,10 +198,13 @@ typedef struct ota_cert_identity {
  */
 int ota_cert_identify(const uint8_t *der, size_t length, ota_cert_identity *identity);
 
-/* SHA-256 of a buffer. */
+/* SHA-256 of a buffer: OTA_OK, OTA_ERR_MEMORY, or OTA_ERR_USAGE for a NULL `digest` or a
+ * NULL `data` with a non-zero length. */
 int ota_sha256(const void *data, size_t length, uint8_t digest[32]);
 
-/* Incremental SHA-256, for hashing an image without holding it. */
+/* Incremental SHA-256, for hashing an image without holding it. `_new` returns NULL when out
+ * of memory; `_update` and `_final` return OTA_ERR_USAGE for a NULL context or buffer. After
+ * `_final` the context only needs `_free`. */
 typedef struct ota_sha256_ctx ota_sha256_ctx;
 ota_sha256_ctx *ota_sha256_new(void);
 int ota_sha256_update(ota_sha256_ctx *context, const void *data, size_t length);
@@ -173,7 +216,9 @@ void ota_sha256_free(ota_sha256_ctx *context);
 /*
  * A cancellation source shared by any number of listeners and connections (one eventfd).
  * Once fired, every blocking call that was given it returns OTA_ERR_CANCELLED promptly, and so
- * does every later one. Firing is thread-safe and async-signal-safe.
+ * does every later one; it cannot be reset. Firing is thread-safe and async-signal-safe;
+ * ota_cancel_is_fired may be called from any thread. `_new` returns NULL when no memory or
+ * no eventfd could be had. Free it only once no handle that borrows it is in use.
  */
 typedef struct ota_cancel ota_cancel;
 ota_cancel *ota_cancel_new(void);
@@ -263,21 +308,27 @@ typedef struct ota_listener ota_listener;
 
 /*
  * Binds and listens. `bind_address` NULL or "" means every address, IPv6 and IPv4 (a
- * dual-stack socket, or IPv4 alone on hosts without IPv6). Port 0 binds an ephemeral port.
- * On failure returns NULL with `*status` and a message naming the address and errno text.
+ * dual-stack socket, or IPv4 alone on hosts without IPv6); otherwise a numeric address (no
+ * name lookup). Port 0 binds an ephemeral port; `backlog` 0 or less means 128. On failure
+ * returns NULL with `*status` OTA_ERR_CONFIG (not a numeric address, or a socket, bind or
+ * listen call failed: a port in use, a privileged port) or OTA_ERR_MEMORY, and a message
+ * naming the address and errno text.
  */
 ota_listener *ota_listener_new(const char *bind_address, uint16_t port, int backlog,
                                int *status, char *detail, size_t detail_size);
 
-/* The bound port and address (numeric; "::" for the dual-stack wildcard). */
+/* The bound port and address (numeric; "::" for the dual-stack wildcard). The address is
+ * owned by the listener, valid until ota_listener_free. */
 uint16_t ota_listener_port(const ota_listener *listener);
 const char *ota_listener_address(const ota_listener *listener);
 
 /*
  * Waits for one connection. On OTA_OK `*client_fd` is a new non-blocking socket owned by the
- * caller and `peer` holds its numeric address (IPv4-mapped IPv6 shown as plain IPv4).
- * Returns OTA_ERR_TIMEOUT, OTA_ERR_CANCELLED (cancel fired or listener interrupted) or
- * OTA_ERR_IO otherwise.
+ * caller (pass it to ota_conn_new or ota_listener_refuse, or close it) and `peer` holds its
+ * numeric address (IPv4-mapped IPv6 shown as plain IPv4; 64 bytes hold any); `peer_port` may
+ * be NULL. Returns OTA_ERR_TIMEOUT, OTA_ERR_CANCELLED (cancel fired, listener interrupted or
+ * closed), OTA_ERR_IO (`peer` then holds the detail, "accept: <errno text>"), or
+ * OTA_ERR_USAGE for a NULL `listener`, `client_fd` or `peer`, or a zero `peer_size`.
  */
 int ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel *cancel,
                         int *client_fd, char *peer, size_t peer_size, uint16_t *peer_port);
@@ -306,7 +357,8 @@ void ota_listener_refuse(int fd);
  */
 void ota_listener_close(ota_listener *listener);
 
-/* Closes the socket if still open, and frees the handle. */
+/* Closes the socket if still open, and frees the handle. To stop a thread blocked in accept,
+ * call ota_listener_interrupt and wait for that thread to return first. */
 void ota_listener_free(ota_listener *listener);
 
 /* ---- image --------------------------------------------------------------------------------- */
@@ -315,9 +367,11 @@ typedef struct ota_image ota_image;
 
 /*
  * Opens the image once, read-only, and records its size and mtime. Every transfer reads
- * it by offset (never the shared file position, never a mapping). Refuses a path that is not a
- * regular file with OTA_ERR_CONFIG. An empty file is accepted: its transfer sends no byte and
- * ends cleanly (the agent itself refuses empty images at start).
+ * it by offset (never the shared file position, never a mapping), so one image may be sent by
+ * any number of connections on any threads at once; it must outlive every transfer using it.
+ * Refuses a path that cannot be opened or is not a regular file with OTA_ERR_CONFIG, NULL or
+ * "" with OTA_ERR_USAGE (OTA_ERR_IO when fstat fails). An empty file is accepted: its transfer
+ * sends no byte and ends cleanly (the agent itself refuses empty images at start).
  */
 ota_image *ota_image_open(const char *path, int *status, char *detail, size_t detail_size);
 uint64_t ota_image_size(const ota_image *image);
@@ -428,7 +482,9 @@ typedef struct ota_conn ota_conn;
 /*
  * Wraps an accepted socket for one device. Takes ownership of `fd` (also on failure: it is
  * then closed with a reset). `cancel` may be NULL; it must outlive the connection.
- * `config` must outlive the connection.
+ * `config` must outlive the connection. Returns NULL for a NULL `config` or a negative `fd`,
+ * when out of memory, or when the TLS library cannot make a session (no detail is kept then:
+ * there is no handle to keep it on). Does no I/O.
  */
 ota_conn *ota_conn_new(const ota_server_config *config, int fd, const ota_cancel *cancel);
 
@@ -458,7 +514,8 @@ int ota_conn_handshake_awaits_hello(const ota_conn *conn);
 /* The TLS handshake, within `timeout_ms`. */
 int ota_conn_handshake(ota_conn *conn, int timeout_ms);
 
-/* The negotiated protocol and cipher suite names, after the handshake ("" before). */
+/* The negotiated protocol and cipher suite names, after the handshake ("" before). Owned by
+ * `conn`, valid until ota_conn_free. */
 const char *ota_conn_protocol(const ota_conn *conn);
 const char *ota_conn_cipher(const ota_conn *conn);
 
@@ -514,12 +571,13 @@ int ota_conn_send_image(ota_conn *conn, const ota_image *image, const ota_transf
 /*
  * The streaming path the last transfer used: "ktls-sendfile" (the kernel encrypts, sendfile(2)
  * reads the page cache, no user-space copy) or "pread" (reads by offset into one 16 KiB
- * buffer, encrypted by the TLS library). "" before any transfer.
+ * buffer, encrypted by the TLS library). "" before any transfer. Static storage.
  */
 const char *ota_conn_transfer_path(const ota_conn *conn);
 
 /* Why the last transfer took its path, e.g. "kernel TLS: ECDHE-RSA-AES128-GCM-SHA256" or
- * "user-space encryption: kernel TLS unavailable (no tls module)". */
+ * "user-space encryption: kernel TLS unavailable (no tls module)". Owned by `conn`, valid
+ * until the next transfer on it or ota_conn_free. */
 const char *ota_conn_transfer_note(const ota_conn *conn);
 
 /*
@@ -542,7 +600,9 @@ int ota_conn_refuse(ota_conn *conn);
  */
 void ota_conn_abort(ota_conn *conn);
 
-/* Text about the last failure on this connection: the failing call and its error. */
+/* Text about the last failure on this connection: the failing call and its error ("" when
+ * none yet, and for NULL). Owned by `conn`; the next call on `conn` may overwrite it, so copy
+ * it first if it must last. */
 const char *ota_conn_detail(const ota_conn *conn);
 
 /* Frees the connection. A socket still open is reset, as by ota_conn_abort. */
