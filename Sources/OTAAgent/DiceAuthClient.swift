@@ -158,15 +158,12 @@ public final class DiceAuthClient: @unchecked Sendable {
         return interpret(handle, code: code, exchange: exchange)
     }
 
-    private func configure(_ handle: UnsafeMutableRawPointer, body: UnsafeMutableRawBufferPointer,
-                           headers: UnsafeMutablePointer<curl_slist>?, timeout: Duration,
-                           exchange: UnsafeMutableRawPointer, errorText: UnsafeMutablePointer<CChar>)
+    /// How every request to Dice-Auth travels, the check's probe included: one connection each,
+    /// no redirects, http and https only, the deadlines, and TLS verified with the configured CA
+    /// and client certificate.
+    static func configureTransport(_ handle: UnsafeMutableRawPointer, settings: DiceAuthSettings,
+                                   timeout: Duration, errorText: UnsafeMutablePointer<CChar>)
     {
-        ota_curl_set_string(handle, CURLOPT_URL, url)
-        ota_curl_set_long(handle, CURLOPT_POST, 1)
-        ota_curl_set_pointer(handle, CURLOPT_POSTFIELDS, body.baseAddress)
-        ota_curl_set_long(handle, CURLOPT_POSTFIELDSIZE, body.count)
-        ota_curl_set_pointer(handle, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
         ota_curl_set_long(handle, CURLOPT_NOSIGNAL, 1)
         // One connection per request, as before handles were reused: Dice-Auth as deployed
         // serves one connection at a time, and an idle one kept open here would block others.
@@ -190,6 +187,18 @@ public final class DiceAuthClient: @unchecked Sendable {
             ota_curl_set_string(handle, CURLOPT_SSLKEYTYPE, "PEM")
         }
         ota_curl_set_pointer(handle, CURLOPT_ERRORBUFFER, UnsafeMutableRawPointer(errorText))
+    }
+
+    private func configure(_ handle: UnsafeMutableRawPointer, body: UnsafeMutableRawBufferPointer,
+                           headers: UnsafeMutablePointer<curl_slist>?, timeout: Duration,
+                           exchange: UnsafeMutableRawPointer, errorText: UnsafeMutablePointer<CChar>)
+    {
+        ota_curl_set_string(handle, CURLOPT_URL, url)
+        ota_curl_set_long(handle, CURLOPT_POST, 1)
+        ota_curl_set_pointer(handle, CURLOPT_POSTFIELDS, body.baseAddress)
+        ota_curl_set_long(handle, CURLOPT_POSTFIELDSIZE, body.count)
+        ota_curl_set_pointer(handle, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
+        Self.configureTransport(handle, settings: settings, timeout: timeout, errorText: errorText)
         ota_curl_set_data_function(handle, CURLOPT_WRITEFUNCTION) { data, size, count, context in
             let exchange = Unmanaged<Exchange>.fromOpaque(context!).takeUnretainedValue()
             return exchange.take(data, size * count)

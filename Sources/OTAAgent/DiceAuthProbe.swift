@@ -36,24 +36,7 @@ enum DiceAuthProbe {
         ota_curl_set_long(handle, CURLOPT_POSTFIELDSIZE, 0)
         headers = curl_slist_append(headers, "Expect:")
         ota_curl_set_pointer(handle, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
-        ota_curl_set_long(handle, CURLOPT_NOSIGNAL, 1)
-        ota_curl_set_long(handle, CURLOPT_FORBID_REUSE, 1)
-        ota_curl_set_long(handle, CURLOPT_FOLLOWLOCATION, 0)
-        ota_curl_set_string(handle, CURLOPT_PROTOCOLS_STR, "http,https")
-        ota_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Int(min(settings.retry.connectTimeout, timeout).milliseconds))
-        ota_curl_set_long(handle, CURLOPT_TIMEOUT_MS, Int(timeout.milliseconds))
-        ota_curl_set_long(handle, CURLOPT_SSL_VERIFYPEER, 1)
-        ota_curl_set_long(handle, CURLOPT_SSL_VERIFYHOST, 2)
-        if let caPath = settings.caPath {
-            ota_curl_set_string(handle, CURLOPT_CAINFO, caPath)
-        }
-        if let certificate = settings.clientCertificatePath, let key = settings.clientKeyPath {
-            ota_curl_set_string(handle, CURLOPT_SSLCERT, certificate)
-            ota_curl_set_string(handle, CURLOPT_SSLCERTTYPE, "PEM")
-            ota_curl_set_string(handle, CURLOPT_SSLKEY, key)
-            ota_curl_set_string(handle, CURLOPT_SSLKEYTYPE, "PEM")
-        }
-        ota_curl_set_pointer(handle, CURLOPT_ERRORBUFFER, UnsafeMutableRawPointer(errorText))
+        DiceAuthClient.configureTransport(handle, settings: settings, timeout: timeout, errorText: errorText)
         // The body is not read: only whether a status came back matters.
         ota_curl_set_data_function(handle, CURLOPT_WRITEFUNCTION) { _, size, count, _ in size * count }
 
