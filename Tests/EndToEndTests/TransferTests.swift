@@ -77,7 +77,9 @@ struct TransferTests {
     @Test(.enabled(if: simulatorHasReadPause, "ota-device-sim has no --read-pause-ms to play a slow reader"))
     func deviceThatQuitsAfterTheLastWriteIsNotCountedAsUpdated() async throws {
         let image = try await ServedImage.sample()
-        let testbed = try await Testbed.start(settings: ["OTA_TIMEOUT": "4"])
+        // The run's timeout only ends the run (exit 3) after the device; room for a loaded machine
+        // to start the simulator first.
+        let testbed = try await Testbed.start(settings: ["OTA_TIMEOUT": "10"])
         defer { testbed.stop() }
         let (verifier, agent) = (testbed.verifier, testbed.agent)
 
@@ -90,7 +92,7 @@ struct TransferTests {
         let sessionEnd = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
         #expect(sessionEnd["outcome"] == "failed" && sessionEnd["phase"] == "close", "\(sessionEnd)")
         #expect(sessionEnd["reason"]?.contains("reset") == true, "\(sessionEnd)")
-        #expect(await agent.child.waitForExit(within: .seconds(15)) == .exited(3), "\(agent.transcript)")
+        #expect(await agent.child.waitForExit(within: .seconds(20)) == .exited(3), "\(agent.transcript)")
     }
 
     /// Same buffers, a device that stops reading but keeps the connection: the agent's stall deadline
@@ -137,7 +139,8 @@ struct TransferTests {
         let scratch = try ScratchFolder()
         defer { scratch.remove() }
         let image = try await ServedImage.of(try scratch.writeRandom("small.bin", count: 4000))
-        let testbed = try await Testbed.start(settings: ["OTA_CLOSE_TIMEOUT": "0.5", "OTA_TIMEOUT": "3"],
+        // As above: the run's timeout must not pass before a slow machine has started the device.
+        let testbed = try await Testbed.start(settings: ["OTA_CLOSE_TIMEOUT": "0.5", "OTA_TIMEOUT": "10"],
                                               image: image.url)
         defer { testbed.stop() }
         let agent = testbed.agent
@@ -149,7 +152,7 @@ struct TransferTests {
         let sessionEnd = try #require(await agent.waitForLog("session-end"), "\(agent.transcript)")
         #expect(sessionEnd["outcome"] == "failed" && sessionEnd["phase"] == "close", "\(sessionEnd)")
         #expect(run.onlyDevice()?.outcome == "error", "\(run.transcript)")
-        #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(3), "\(agent.transcript)")
+        #expect(await agent.child.waitForExit(within: .seconds(20)) == .exited(3), "\(agent.transcript)")
     }
 
     /// Served in place, the image is the file opened at start. Once that file changes on disk,
