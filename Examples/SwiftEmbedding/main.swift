@@ -54,48 +54,55 @@ func handleStopSignals(_ agent: Agent) -> [DispatchSourceSignal] {
     }
 }
 
-let request: ConfigurationParser.Request
-do {
-    request = try ConfigurationParser.parse(arguments: Array(CommandLine.arguments.dropFirst()),
-                                            environment: ProcessInfo.processInfo.environment)
-} catch {
-    fail(error.message)
-}
-guard case .run(let configuration) = request else {
-    say("usage: OTAAgentEmbeddingExample [ota-agent options]\n\n\(ConfigurationParser.helpText)")
-    exit(0)
+/// The whole program, in a function of its own: its values are released when it returns, before
+/// the process exits (leak checkers then find nothing of it still held).
+func serve() async -> Int32 {
+    let request: ConfigurationParser.Request
+    do {
+        request = try ConfigurationParser.parse(arguments: Array(CommandLine.arguments.dropFirst()),
+                                                environment: ProcessInfo.processInfo.environment)
+    } catch {
+        fail(error.message)
+    }
+    guard case .run(let configuration) = request else {
+        say("usage: OTAAgentEmbeddingExample [ota-agent options]\n\n\(ConfigurationParser.helpText)")
+        exit(0)
+    }
+
+    // Log lines (warnings and errors only) still go to standard error.
+    let agent = Agent(configuration: configuration, logger: Logger(level: .warning))
+    // Subscribed before start, so not one event is missed.
+    let events = agent.events()
+    do {
+        try agent.start()
+    } catch {
+        fail(error.message)
+    }
+    let signalSources = handleStopSignals(agent)
+    say("ready port=\(agent.port ?? 0)" + (agent.metricsPort.map { " metrics_port=\($0)" } ?? ""))
+
+    // The run serves on threads of its own; this task only reads events. The stream ends once
+    // the run has ended.
+    let run = Task { await agent.runDetached() }
+    for await event in events {
+        say(line(event))
+    }
+    let summary = await run.value
+    let outcome = switch summary.outcome {
+    case .updated: "updated"
+    case .stopped: "stopped"
+    case .timedOut: "timed-out"
+    case .imageChanged: "image-changed"
+    case .interrupted(let signal): "interrupted-by-signal-\(signal)"
+    }
+    say("summary outcome=\(outcome) updated=\(summary.devicesUpdated) sessions=\(summary.sessions.count)")
+    withExtendedLifetime(signalSources) {}
+    switch summary.outcome {
+    case .updated, .stopped: return 0
+    case .timedOut: return 3
+    case .imageChanged: return 2
+    case .interrupted(let signal): return 128 + signal
+    }
 }
 
-// Log lines (warnings and errors only) still go to standard error.
-let agent = Agent(configuration: configuration, logger: Logger(level: .warning))
-// Subscribed before start, so not one event is missed.
-let events = agent.events()
-do {
-    try agent.start()
-} catch {
-    fail(error.message)
-}
-let signalSources = handleStopSignals(agent)
-say("ready port=\(agent.port ?? 0)" + (agent.metricsPort.map { " metrics_port=\($0)" } ?? ""))
-
-// The run serves on threads of its own; this task only reads events. The stream ends once
-// the run has ended.
-let run = Task { await agent.runDetached() }
-for await event in events {
-    say(line(event))
-}
-let summary = await run.value
-let outcome = switch summary.outcome {
-case .updated: "updated"
-case .stopped: "stopped"
-case .timedOut: "timed-out"
-case .imageChanged: "image-changed"
-case .interrupted(let signal): "interrupted-by-signal-\(signal)"
-}
-say("summary outcome=\(outcome) updated=\(summary.devicesUpdated) sessions=\(summary.sessions.count)")
-switch summary.outcome {
-case .updated, .stopped: exit(0)
-case .timedOut: exit(3)
-case .imageChanged: exit(2)
-case .interrupted(let signal): exit(128 + signal)
-}
+exit(await serve())
