@@ -65,7 +65,7 @@ public final class Agent: @unchecked Sendable {
 
     /// Opens the image, loads the certificate and key, and binds the listener.
     public func start() throws(AgentError) {
-        try ResultFile.checkWritable(configuration.resultFilePath)
+        try ResultFile.checkWritable(configuration.resultFilePath, inputs: configuration.inputFiles)
         try checkDiceAuthFiles()
         try checkProofSupport()
         let image = try FirmwareImage(path: configuration.imagePath)
@@ -207,7 +207,7 @@ public final class Agent: @unchecked Sendable {
               let host = url.host?.lowercased() else { return }
         let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1" || host == "[::1]"
         guard !loopback else { return }
-        logger.warning("dice-auth-plain-http", [LogField("url", configuration.diceAuthURL), LogField("reason",
+        logger.warning("dice-auth-plain-http", [LogField("url", RedactedURL.text(configuration.diceAuthURL)), LogField("reason",
             "verdicts travel unauthenticated: anyone on the path can approve any device; use https")])
     }
 

@@ -60,6 +60,18 @@ public struct AgentConfiguration: Sendable {
         8 * max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 
+    /// The files the agent reads, each with the setting that names it.
+    var inputFiles: [(setting: String, path: String)] {
+        var files = [(EnvironmentKey.firmwarePath.rawValue, imagePath),
+                     (EnvironmentKey.certificatePath.rawValue, certificatePath),
+                     (EnvironmentKey.keyPath.rawValue, keyPath)]
+        let optional: [(EnvironmentKey, String?)] = [(.diceAuthCAPath, diceAuth.caPath),
+                                                     (.diceAuthClientCertificatePath, diceAuth.clientCertificatePath),
+                                                     (.diceAuthClientKeyPath, diceAuth.clientKeyPath)]
+        for case let (key, path?) in optional { files.append((key.rawValue, path)) }
+        return files.map { (setting: $0.0, path: $0.1) }
+    }
+
     public init(imagePath: String, diceAuthURL: String, certificatePath: String, keyPath: String) {
         self.imagePath = imagePath
         self.diceAuthURL = diceAuthURL

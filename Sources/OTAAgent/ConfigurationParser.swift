@@ -316,18 +316,20 @@ public enum ConfigurationParser {
 
     /// Checks the shape of a Dice-Auth URL; reachability is a matter for run time.
     static func checkURL(_ text: String, name: String) throws(AgentError) {
+        // Messages show the URL without the credentials it may carry.
+        let shown = RedactedURL.text(text)
         guard let url = URL(string: text), let scheme = url.scheme?.lowercased() else {
-            throw .configuration("\(name): '\(text)' is not a URL")
+            throw .configuration("\(name): '\(shown)' is not a URL")
         }
         guard scheme == "http" || scheme == "https" else {
             throw .configuration("\(name): scheme '\(scheme)' is not http or https")
         }
         guard let host = url.host, !host.isEmpty else {
-            throw .configuration("\(name): '\(text)' has no host")
+            throw .configuration("\(name): '\(shown)' has no host")
         }
         // The same parser as the requests themselves, so a URL accepted here is one curl takes.
         if let problem = CurlURL.problem(text) {
-            throw .configuration("\(name): '\(text)': \(problem)")
+            throw .configuration("\(name): '\(shown)': \(problem)")
         }
     }
 

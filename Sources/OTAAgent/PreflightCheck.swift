@@ -116,6 +116,7 @@ public struct PreflightCheck {
         guard let (certificate, namesAgent) = identity else {
             results.append(CheckResult("certificate-name", .fail, "cannot read a certificate from "
                 + "\(configuration.certificatePath) (see certificate-and-key)"))
+            results.append(keyPermissions())
             return results
         }
         results.append(namesAgent
@@ -124,6 +125,10 @@ public struct PreflightCheck {
         results.append(Self.dates(notBefore: certificate.notBefore, notAfter: certificate.notAfter,
                                   now: Int64(Date().timeIntervalSince1970)))
         results.append(keyPermissions())
+        if configuration.tls.minimumVersion == .tls13 {
+            results.append(CheckResult("tls-policy", .warn,
+                "minimum TLS 1.3: TLS 1.2-only field devices (all of today's) are locked out"))
+        }
         return results
     }
 
@@ -196,12 +201,19 @@ public struct PreflightCheck {
         if let reason = warnings.reasons.dropFirst(before).first {
             results.append(CheckResult("dice-auth-https", .warn, reason))
         }
-        let url = configuration.diceAuthURL
+        let url = RedactedURL.text(configuration.diceAuthURL)
         let timeout = min(DiceAuthProbe.longest, configuration.deadlines.diceAuth)
         switch DiceAuthProbe.probe(url: url, settings: configuration.diceAuth, timeout: timeout) {
         case .answered(let status, let milliseconds) where DiceAuthProbe.isUnavailable(status):
             results.append(CheckResult("dice-auth", .fail, "\(url) answered HTTP \(status) in \(milliseconds) ms: "
                 + "the service is unavailable; devices would get no verdict"))
+        case .answered(let status, let milliseconds) where status == 200:
+            results.append(CheckResult("dice-auth", .fail, "\(url) answered HTTP 200 in \(milliseconds) ms to an "
+                + "empty request: 200 means verified, so this endpoint looks like it would approve any device"))
+        case .answered(let status, let milliseconds) where (300...399).contains(status):
+            results.append(CheckResult("dice-auth", .fail, "\(url) answered HTTP \(status) (a redirect) in "
+                + "\(milliseconds) ms: the agent follows no redirect, so every device would be refused; "
+                + "give the URL it points to"))
         case .answered(let status, let milliseconds):
             results.append(CheckResult("dice-auth", .ok, "\(url) answered HTTP \(status) in \(milliseconds) ms "
                 + "(an empty request: any answer shows it is there)"))
@@ -211,24 +223,47 @@ public struct PreflightCheck {
         return results
     }
 
-    /// Binds the port the way the agent does, and releases it at once.
+    /// Binds the port the way the agent does, then the metrics port while the first is held
+    /// (the two must not clash), and releases both.
     private func port() -> [CheckResult] {
+        var results: [CheckResult] = []
         let address = configuration.bindAddress ?? "every address"
+        var held: Listener?
         do throws(AgentError) {
             let listener = try Listener(bindAddress: configuration.bindAddress, port: configuration.port, backlog: 1)
-            let bound = listener.port
-            listener.close()
-            let which = configuration.port == 0 ? "an ephemeral port (\(bound) this time)" : "port \(bound)"
-            return [CheckResult("port", .ok, "\(which) on \(address) can be bound (bound and released)")]
+            held = listener
+            let which = configuration.port == 0 ? "an ephemeral port (\(listener.port) this time)" : "port \(listener.port)"
+            results.append(CheckResult("port", .ok, "\(which) on \(address) can be bound (bound and released)"))
         } catch {
-            return [CheckResult("port", .fail, error.message)]
+            results.append(CheckResult("port", .fail, error.message))
         }
+        results += metricsPort()
+        held?.close()
+        return results
+    }
+
+    /// The metrics endpoint's port, bound the way the agent binds it, and its exposure.
+    private func metricsPort() -> [CheckResult] {
+        guard let port = configuration.metricsPort else { return [] }
+        let address = configuration.metricsBindAddress
+        do throws(AgentError) {
+            let listener = try Listener(bindAddress: address, port: port, backlog: 1,
+                                        settingName: "\(EnvironmentKey.metricsBindAddress.rawValue) / \(EnvironmentKey.metricsPort.rawValue)")
+            listener.close()
+        } catch {
+            return [CheckResult("metrics-port", .fail, error.message)]
+        }
+        if !(PeerAddress(address)?.isLoopback ?? false) {
+            return [CheckResult("metrics-port", .warn, "\(address) port \(port) can be bound, but the endpoint has "
+                + "no authentication: anyone who can reach this address reads the metrics")]
+        }
+        return [CheckResult("metrics-port", .ok, "\(address) port \(port) can be bound (bound and released)")]
     }
 
     private func resultFile() -> [CheckResult] {
         guard let path = configuration.resultFilePath else { return [] }
         do throws(AgentError) {
-            try ResultFile.checkWritable(path)
+            try ResultFile.checkWritable(path, inputs: configuration.inputFiles)
             return [CheckResult("result-file", .ok, "\(path) can be written")]
         } catch {
             return [CheckResult("result-file", .fail, error.message)]

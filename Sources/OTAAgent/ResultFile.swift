@@ -31,21 +31,39 @@ public enum ResultFile {
 
     /// An unwritable result file would be found only at exit, when the run's outcome is lost:
     /// so at start, create (and remove) a file beside it, the way the final write will.
-    static func checkWritable(_ path: String?) throws(AgentError) {
+    /// `inputs` are the files the agent reads (image, certificate, key, ...), named by their
+    /// setting: the result file must not be one of them, or the run's end would overwrite it.
+    static func checkWritable(_ path: String?, inputs: [(setting: String, path: String)] = []) throws(AgentError) {
         guard let path else { return }
         let name = "\(EnvironmentKey.resultFile.rawValue) (--result-file)"
         var info = stat()
-        if stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR {
+        let exists = stat(path, &info) == 0
+        if exists && (info.st_mode & S_IFMT) == S_IFDIR {
             throw .configuration("\(name): \(path) is a directory")
+        }
+        for input in inputs where sameFile(path, info, exists: exists, input.path) {
+            throw .configuration("\(name): \(path) is \(input.setting): the result would overwrite it")
         }
         let probe = temporaryPath(for: path)
         let descriptor = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        // Read before anything else can set it again.
+        let cause = String(cString: strerror(errno))
         guard descriptor >= 0 else {
-            throw .configuration("\(name): cannot create a file in \(folder(of: path)): "
-                + String(cString: strerror(errno)))
+            throw .configuration("\(name): cannot create a file in \(folder(of: path)): \(cause)")
         }
         close(descriptor)
         unlink(probe)
+    }
+
+    /// Whether `path` (stat'ed as `info` when it exists) and `other` name one file: the same
+    /// inode, or, for a file not there yet, the same path once made absolute.
+    private static func sameFile(_ path: String, _ info: stat, exists: Bool, _ other: String) -> Bool {
+        var otherInfo = stat()
+        if exists, stat(other, &otherInfo) == 0 {
+            return info.st_dev == otherInfo.st_dev && info.st_ino == otherInfo.st_ino
+        }
+        return URL(fileURLWithPath: path).standardizedFileURL.path
+            == URL(fileURLWithPath: other).standardizedFileURL.path
     }
 
     /// The summary of a run that started: its outcome, the exit code the process ends with,

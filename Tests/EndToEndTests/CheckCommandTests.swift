@@ -96,6 +96,37 @@ struct CheckCommandTests {
         #expect(run.transcript.contains("check: 5 of"), "\(run.transcript)")
     }
 
+    /// Without a readable certificate the key is still looked at; the metrics port must be
+    /// free beside the device port; a TLS 1.3 minimum is worth a warning; and nothing secret in
+    /// the Dice-Auth URL is printed.
+    @Test func theKeyMetricsPortTLSPolicyAndURLCredentialsAreChecked() async throws {
+        let (busy, busyPort) = try LoopbackSocket.listening()
+        defer { close(busy) }
+        let scratch = try ScratchFolder()
+        defer { scratch.remove() }
+        let key = scratch.file("open.key")
+        try FileManager.default.copyItem(at: Fixtures.certificate("agent-rsa.key"), to: key)
+        chmod(key.path, 0o644)
+        var environment = Agent.environment(diceAuthURL: "http://operator:s3cret@127.0.0.1:9/verify?token=abc123")
+        environment["SERVER_CRT_PATH"] = scratch.file("missing.crt").path
+        environment["SERVER_KEY_PATH"] = key.path
+        environment["OTA_METRICS_PORT"] = String(busyPort)
+        environment["OTA_TLS_MIN_VERSION"] = "1.3"
+
+        let run = try await CheckRun.run(environment)
+
+        #expect(run.ending == .exited(4), "\(run.transcript)")
+        #expect(run.line("key-permissions")?.mark == "warn", "\(run.transcript)")
+        #expect(run.line("metrics-port")?.mark == "FAIL", "\(run.transcript)")
+        #expect(run.line("dice-auth")?.detail.contains("http://***@127.0.0.1:9/verify?token=***") == true,
+                "\(run.transcript)")
+        #expect(!run.transcript.contains("s3cret") && !run.transcript.contains("abc123"), "\(run.transcript)")
+
+        environment["SERVER_CRT_PATH"] = Fixtures.certificate("agent-rsa.crt").path
+        let policy = try await CheckRun.run(environment)
+        #expect(policy.line("tls-policy")?.mark == "warn", "\(policy.transcript)")
+    }
+
     @Test func aDiceAuthThatNeverAnswersFailsWithinTheProbesBound() async throws {
         let verifier = try await Verifier.start(["--hang"])
         defer { verifier.child.kill() }
@@ -112,8 +143,9 @@ struct CheckCommandTests {
         #expect(run.elapsed >= .seconds(4) && run.elapsed < .seconds(30), "check took \(run.elapsed)")
     }
 
-    @Test func serviceUnavailableFailsWhileARejectionCountsAsAnAnswer() async throws {
-        for (status, mark) in [("503", "FAIL"), ("401", "ok")] {
+    @Test func serviceUnavailableApprovalAndRedirectFailWhileARejectionCountsAsAnAnswer() async throws {
+        // 200 to an empty request would approve anything; a redirect is never followed.
+        for (status, mark) in [("503", "FAIL"), ("401", "ok"), ("200", "FAIL"), ("302", "FAIL")] {
             let verifier = try await Verifier.start(["--status", status])
             defer { verifier.child.kill() }
 

@@ -91,6 +91,32 @@ struct ResultFileTests {
         }
     }
 
+    @Test("a result file that is one of the agent's inputs is refused, by path or by inode")
+    func inputsAreNeverOverwritten() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("result-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let key = folder.appendingPathComponent("agent.key").path
+        #expect(FileManager.default.createFile(atPath: key, contents: Data("key".utf8)))
+        let linked = folder.appendingPathComponent("linked.json").path
+        #expect(link(key, linked) == 0)
+        let inputs = [(setting: "SERVER_KEY_PATH", path: key), (setting: "NEW_FIRMWARE_PATH", path: folder.path + "/fw.bin")]
+
+        for path in [key, folder.path + "/./agent.key", linked, folder.path + "/fw.bin"] {
+            let error = #expect(throws: AgentError.self) { try ResultFile.checkWritable(path, inputs: inputs) }
+            #expect(error?.message.contains("the result would overwrite it") == true, "\(String(describing: error))")
+        }
+        try ResultFile.checkWritable(folder.path + "/result.json", inputs: inputs)
+        #expect(try String(contentsOfFile: key, encoding: .utf8) == "key")
+    }
+
+    @Test("a folder that refuses the file is named with the real cause")
+    func realCause() throws {
+        guard getuid() != 0 else { return }  // root writes anywhere: nothing to refuse
+        let error = #expect(throws: AgentError.self) { try ResultFile.checkWritable("/proc/result.json") }
+        #expect(error?.message.contains("No such file") == false, "\(String(describing: error))")
+    }
+
     @Test("run outcomes have the names of the exiting line")
     func outcomeNames() {
         #expect(RunOutcome.updated.name == "updated" && RunOutcome.stopped.name == "stopped")
