@@ -119,11 +119,13 @@ final class ConnectionLimits: @unchecked Sendable {
 
     var addressLimit: Int { perAddressLimit }
 
-    /// The session starts waiting on its device on `fd`, which may keep it waiting this long.
-    func waitingOnDevice(_ ticket: Ticket, fd: Int32, patience: Patience) {
+    /// The session waits on its device on `fd`, which has owed what it waits for since `since`
+    /// (not since its last byte: a client trickling its hello a byte at a time is as late as
+    /// one sending nothing), and may keep it waiting `patience` from then.
+    func waitingOnDevice(_ ticket: Ticket, fd: Int32, patience: Patience, since: ContinuousClock.Instant) {
         condition.withLock {
             guard !evicted.contains(ticket.id), unattested.contains(ticket.id) else { return }
-            waiting[ticket.id] = Waiting(fd: fd, evictableAt: .now + patience.duration)
+            waiting[ticket.id] = Waiting(fd: fd, evictableAt: since + patience.duration)
             condition.broadcast()
         }
     }

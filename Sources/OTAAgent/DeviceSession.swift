@@ -150,9 +150,12 @@ struct DeviceSession {
     /// device is never charged for the agent's other handshakes.
     private func handshake(_ connection: DeviceConnection) throws(CoreFailure) {
         var deadline = ContinuousClock.now + context.deadlines.handshake
+        // What the device owes now (its hello, or its answer to the server's flight) and since when.
+        var owed: (patience: ConnectionLimits.Patience, since: ContinuousClock.Instant) = (.prompt, .now)
         while true {
             let patience: ConnectionLimits.Patience = connection.awaitsHello ? .prompt : .computing
-            try waitingOnDevice(patience, phase: "handshake") { () throws(CoreFailure) in
+            if patience != owed.patience { owed = (patience, .now) }
+            try waitingOnDevice(patience, since: owed.since, phase: "handshake") { () throws(CoreFailure) in
                 try connection.waitForInput(within: deadline - .now)
             }
 
@@ -172,10 +175,11 @@ struct DeviceSession {
 
     /// Runs `wait`, a wait on the device before attestation, during which this session may be
     /// closed to make room for newer connections (see `ConnectionLimits`).
-    private func waitingOnDevice<Value>(_ patience: ConnectionLimits.Patience, phase: String,
+    private func waitingOnDevice<Value>(_ patience: ConnectionLimits.Patience,
+                                        since: ContinuousClock.Instant = .now, phase: String,
                                         _ wait: () throws(CoreFailure) -> Value) throws(CoreFailure) -> Value
     {
-        context.limits.waitingOnDevice(ticket, fd: fd, patience: patience)
+        context.limits.waitingOnDevice(ticket, fd: fd, patience: patience, since: since)
         let result: Result<Value, CoreFailure>
         do throws(CoreFailure) {
             result = .success(try wait())

@@ -117,6 +117,39 @@ struct ConnectionLimitTests {
         #expect(agent.log("refused-connection").isEmpty, "\(agent.transcript)")
     }
 
+    /// Trickling a hello a byte at a time is no way to stay: patience counts from the moment
+    /// the hello was owed, not from the last byte.
+    @Test func aHelloTrickledAByteAtATimeMakesRoomLikeASilentOne() async throws {
+        let image = try await ServedImage.sample()
+        let testbed = try await Testbed.start(settings: [
+            "OTA_MODE": "serve", "OTA_MAX_UNATTESTED": "2", "OTA_HANDSHAKE_TIMEOUT": "60",
+        ])
+        defer { testbed.stop() }
+        let agent = testbed.agent
+        // Each trickler's thread owns its socket and closes it when done or refused, so the
+        // descriptor cannot be reused under it by another test.
+        for _ in 0..<2 {
+            let descriptor = try LoopbackSocket.connect(port: agent.port)
+            let thread = Thread {
+                defer { close(descriptor) }
+                for byte in HandMadeTLS.tls12Hello.dropLast() {
+                    var one = byte
+                    guard send(descriptor, &one, 1, Int32(MSG_NOSIGNAL)) == 1 else { return }
+                    usleep(100_000)
+                }
+            }
+            thread.start()
+        }
+        try await Task.sleep(for: .milliseconds(300))
+
+        let run = try await DeviceSimulator.run(port: agent.port)
+
+        expectUpdated(run.onlyDevice(), with: image, "\(run.transcript)\n\(agent.transcript)")
+        _ = await agent.waitForLog("session-end", number: 2)
+        #expect(agent.log("session-end").contains { $0["reason"]?.contains("closed to make room") == true },
+                "\(agent.transcript)")
+    }
+
     /// A client that got the agent's handshake flight may be a device computing its answer: it
     /// is given longer (2 s) before it is closed to make room, and meanwhile a device waits in
     /// the listen queue rather than being refused.
