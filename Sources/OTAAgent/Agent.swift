@@ -69,11 +69,14 @@ public final class Agent: @unchecked Sendable {
         try checkDiceAuthFiles()
         try checkProofSupport()
         let image = try FirmwareImage(path: configuration.imagePath)
+        // A file that is no app image at all is refused before it is copied or hashed whole
+        // (its first bytes tell); the copy is then checked again, as it is what is served.
+        if !configuration.allowAnyImage && !configuration.imageInPlace { _ = try image.checkAppFormat() }
         let served = configuration.imageInPlace ? "in-place" : privateCopy(of: image)
+        let format = configuration.allowAnyImage ? nil : try image.checkAppFormat()
         let digest = try image.sha256()
         startedImage = ImageIdentity(path: image.path, size: image.size, sha256: digest)
         try checkExpectedDigest(digest, of: image)
-        let format = configuration.allowAnyImage ? nil : try image.checkAppFormat()
         let credentials = try ServerCredentials(certificatePath: configuration.certificatePath,
                                                 keyPath: configuration.keyPath, tls: configuration.tls)
         let cancel = try CancelSource()

@@ -115,7 +115,7 @@ public final class DiceAuthClient: @unchecked Sendable {
         /// gave no verdict at all, which the logs should not call a rejection.
         func givenUp(after attempts: Int) -> Verdict {
             guard case .rejected(let status) = verdict else { return verdict }
-            return .unavailable(reason: "HTTP \(status) after \(attempts) attempts")
+            return .unavailable(reason: "HTTP \(status) after \(attempts) attempt\(attempts == 1 ? "" : "s")")
         }
     }
 

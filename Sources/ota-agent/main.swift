@@ -53,13 +53,50 @@ func blockStopSignals() -> sigset_t {
     return set
 }
 
+/// Whether the agent has finished starting, for a stop signal that may come first.
+final class StartGate: @unchecked Sendable {
+    private let lock = NSLock()
+    private var started = false
+    private var stoppedBeforeStart = false
+
+    /// The start is over, well or not; false when a stop signal came first and is ending the
+    /// process.
+    func endStart() -> Bool {
+        lock.withLock {
+            started = !stoppedBeforeStart
+            return started
+        }
+    }
+
+    /// True, once, when a stop came before the start was over: nothing is served yet.
+    func claimStopBeforeStart() -> Bool {
+        lock.withLock {
+            guard !started, !stoppedBeforeStart else { return false }
+            stoppedBeforeStart = true
+            return true
+        }
+    }
+}
+
 /// Takes the stop signals, pending ones first, on a thread of their own and stops the agent.
-func handleStopSignals(_ set: sigset_t, _ agent: Agent) {
+/// A stop during the start (which may read a large image for a while) ends the process at
+/// once: nothing is served yet, so there is nothing to drain. `beforeStart` writes what must be
+/// written first (the result file).
+func handleStopSignals(_ set: sigset_t, _ agent: Agent, gate: StartGate,
+                      beforeStart: @escaping @Sendable (Int32) -> Void)
+{
     let thread = Thread {
         var waited = set
         while true {
             var number: Int32 = 0
-            if sigwait(&waited, &number) == 0 { agent.stop(signal: number) }
+            guard sigwait(&waited, &number) == 0 else { continue }
+            if gate.claimStopBeforeStart() {
+                beforeStart(number)
+                // Not exit(): the main thread may be inside a TLS library, whose clean-up at
+                // exit must not run under it.
+                _exit(ExitCode.interrupted.rawValue + number)
+            }
+            agent.stop(signal: number)
         }
     }
     thread.name = "ota-agent-signals"
@@ -148,13 +185,27 @@ func main() -> Never {
         let startedAt = Date()
         let logger = makeLogger(configuration)
         let agent = Agent(configuration: configuration, logger: logger)
-        // Before start: a stop asked for while starting is honoured once the agent runs.
-        handleStopSignals(stopSet, agent)
+        let gate = StartGate()
+        handleStopSignals(stopSet, agent, gate: gate) { number in
+            logger.info("stopped-while-starting", [LogField("signal", number)])
+            if let path = configuration.resultFilePath {
+                let document = ResultFile.document(outcome: RunOutcome.interrupted(signal: number).name,
+                                                   exitCode: ExitCode.interrupted.rawValue + number, image: nil,
+                                                   sessions: [], reason: "stopped before the start was over",
+                                                   startedAt: startedAt)
+                try? ResultFile.write(document, to: path)
+            }
+        }
+        let failure: AgentError?
         do {
             try agent.start()
+            failure = nil
         } catch {
-            failToStart(error, configuration, startedAt: startedAt)
+            failure = error
         }
+        // A stop that came during the start is ending the process on the signal thread.
+        guard gate.endStart() else { while true { pause() } }
+        if let failure { failToStart(failure, configuration, startedAt: startedAt) }
         let summary = agent.run()
         let code = ExitCode.of(summary.outcome)
         if let path = configuration.resultFilePath {

@@ -17,6 +17,28 @@ struct LifecycleTests {
         #expect(await child.waitForExit(within: .seconds(15)) == .exited(143), "\(child.transcript)")
     }
 
+    /// A start that reads a large image takes a while; a stop then ends it at once (nothing is
+    /// served yet), with the signal's exit code, instead of after the whole file was read.
+    @Test func aStopWhileStartingEndsTheStartAtOnce() async throws {
+        let scratch = try ScratchFolder()
+        defer { scratch.remove() }
+        let large = scratch.file("large-sparse.bin")
+        #expect(FileManager.default.createFile(atPath: large.path, contents: Data([1])))
+        #expect(truncate(large.path, 8 << 30) == 0)
+        var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL, image: large)
+        environment["OTA_IMAGE_IN_PLACE"] = "1"
+        let child = try Agent.launch(environment: environment)
+        defer { child.kill() }
+
+        try await Task.sleep(for: .milliseconds(500))
+        child.send(SIGTERM)
+
+        // Hashing 8 GiB takes far longer than this on these machines.
+        #expect(await child.waitForExit(within: .seconds(20)) == .exited(143), "\(child.transcript)")
+        let events = child.stderr.lines.compactMap(LogLine.init).map(\.event)
+        #expect(events.contains("stopped-while-starting") && !events.contains("listening"), "\(child.transcript)")
+    }
+
     @Test func timeoutWithNoDeviceExitsThree() async throws {
         var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL)
         environment["OTA_TIMEOUT"] = "1"
