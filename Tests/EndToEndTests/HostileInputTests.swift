@@ -340,7 +340,9 @@ struct HostileInputTests {
     @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"),
           arguments: [ImageChange.truncated, .rewritten])
     func imageChangedInPlaceMidTransferResetsTheDeviceAndStopsTheAgent(_ change: ImageChange) async throws {
-        try await changeImageMidTransfer(change, settings: ["OTA_IMAGE_IN_PLACE": "1"]) { run, testbed, _ in
+        // A slower device (about 10 s of reading): the change must land before its last byte
+        // even when a loaded machine notices the verdict late.
+        try await changeImageMidTransfer(change, settings: ["OTA_IMAGE_IN_PLACE": "1"], readPause: 10) { run, testbed, _ in
             try await expectResetAndStopped(run, testbed, change)
         }
     }
@@ -361,10 +363,10 @@ struct HostileInputTests {
         #expect(agent.log("image-changed").count == 1, "\(agent.transcript)")
     }
 
-    /// Serves a large random image to a slow device (about 2 s of reading) and applies
+    /// Serves a large random image to a slow device (about 2 s of reading, or `readPause` ms per 16 KiB) and applies
     /// `change` to the file once the device is verified, so that it lands mid-transfer.
     private func changeImageMidTransfer(
-        _ change: ImageChange, settings: [String: String],
+        _ change: ImageChange, settings: [String: String], readPause: Int = 2,
         check: (SimulatorRun, Testbed, ServedImage) async throws -> Void
     ) async throws {
         let scratch = try ScratchFolder()
@@ -376,8 +378,8 @@ struct HostileInputTests {
         defer { testbed.stop() }
 
         async let run = DeviceSimulator.run(port: testbed.agent.port,
-                                            options: ["--read-size", "16384", "--read-pause-ms", "2"],
-                                            within: .seconds(30))
+                                            options: ["--read-size", "16384", "--read-pause-ms", String(readPause)],
+                                            within: .seconds(60))
         _ = await testbed.agent.waitForLog("verdict")
         try change.apply(to: imageURL, scratch: scratch)
         try await check(try await run, testbed, image)
