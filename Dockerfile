@@ -17,7 +17,17 @@
 #       -v "$PWD/firmware.bin:/var/lib/ota-agent/firmware/firmware.bin:ro" \
 #       -v "$PWD/tls:/etc/ota-agent/tls:ro" ota-agent
 #
-# The agent runs as uid 10001: the key file must be readable by it (mode 600, owner 10001).
+# The agent runs as uid 10001 (gid 10001): every mounted file (image, certificate, key) and
+# its folders must be readable by that user. A key as it usually is on a host, mode 600 and
+# owned by root or by you, is not: the agent then exits 2 with "Permission denied". Either
+# give the key to uid 10001 (sudo chown 10001:10001 tls/tls.key; chmod 600 tls/tls.key), or
+# run as the key's owner (docker run --user "$(id -u):$(id -g)" ... for a key of your own).
+#
+# On docker stop the agent stops accepting and gives transfers in flight a 60 s grace period
+# (OTA_GRACE_PERIOD) and up to 30 s more; docker stop waits only 10 s by default before
+# SIGKILL, cutting transfers off. Give it longer:
+#
+#   docker run --stop-timeout 120 ...     or     docker stop --time 120 <container>
 
 FROM debian:12-slim
 
@@ -46,5 +56,8 @@ ENV NEW_FIRMWARE_PATH=/var/lib/ota-agent/firmware/firmware.bin \
 EXPOSE 4433
 
 USER 10001:10001
+
+# Docker's default, said explicitly: SIGTERM starts the graceful stop (a second one cuts it short).
+STOPSIGNAL SIGTERM
 
 ENTRYPOINT ["/usr/local/bin/ota-agent"]

@@ -14,9 +14,9 @@ is involved, so the description's IDF version says so.
 Python 3 standard library only.
 """
 
+import argparse
 import hashlib
 import struct
-import sys
 
 CHIP_ID_ESP32 = 0
 MAGIC = 0xE9
@@ -94,9 +94,15 @@ def image():
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: make-image.py OUTPUT")
-    with open(sys.argv[1], "wb") as output:
+    parser = argparse.ArgumentParser(
+        prog="make-image.py",
+        description="Writes the deterministic sample ESP-IDF application image for the ESP32 "
+        "(the bytes of firmware-sample/sample-firmware.bin) to OUTPUT. make-image.sh runs it.",
+        epilog="Unknown options are an error (exit 2); a file name beginning with '-' goes after '--'.",
+    )
+    parser.add_argument("output", metavar="OUTPUT", help="the file to write (replaced if it exists)")
+    arguments = parser.parse_args()
+    with open(arguments.output, "wb") as output:
         output.write(image())
 
 

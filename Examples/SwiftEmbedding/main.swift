@@ -11,6 +11,9 @@
 //     summary outcome=updated updated=1 sessions=1
 //
 // SIGINT or SIGTERM shuts the agent down (a second one cuts the grace period short).
+//
+// A certificate's subject is chosen by the device: it is printed escaped (see `escaped`), never
+// raw, so that a device cannot put line breaks or terminal escape sequences on the screen.
 
 import Foundation
 import OTAAgent
@@ -25,13 +28,33 @@ func say(_ text: String) {
     FileHandle.standardOutput.write(Data((text + "\n").utf8))
 }
 
+/// Untrusted text (a certificate's subject) made safe to print: printable ASCII as is, `"` and
+/// `\` behind a backslash, every other byte of its UTF-8 (LF, CR, ESC, BEL, DEL, C1 controls
+/// and any non-ASCII byte) as `\xNN`.
+func escaped(_ text: String) -> String {
+    var result = ""
+    for byte in text.utf8 {
+        switch byte {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+            result += "\\" + String(UnicodeScalar(byte))
+        case 0x20..<0x7f:
+            result.unicodeScalars.append(UnicodeScalar(byte))
+        default:
+            let hex = String(byte, radix: 16)
+            result += "\\x" + (hex.count == 1 ? "0" + hex : hex)
+        }
+    }
+    return result
+}
+
 /// One event as a line of `key=value` fields.
 func line(_ event: AgentEvent) -> String {
     switch event {
     case .connected(let peer):
         return "connected device=\(peer)"
     case .verdict(let peer, let verdict, let certificate, let proved):
-        return "verdict device=\(peer) verdict=\(verdict.name) cert=\"\(certificate?.subject ?? "?")\" "
+        let subject = escaped(certificate?.subject ?? "?")
+        return "verdict device=\(peer) verdict=\(verdict.name) cert=\"\(subject)\" "
             + "proof=\(proved ? "yes" : "no")"
     case .progress(let peer, let sent, let total):
         return "progress device=\(peer) bytes=\(sent) total=\(total)"

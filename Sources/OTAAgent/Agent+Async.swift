@@ -63,6 +63,11 @@ extension Agent {
                 return MetricsServer.Reply(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                            body: metrics.render())
             case "/healthz":
+                // Liveness: the endpoint serves from start() to the run's end, accepting or
+                // draining (grace period included), so a process that answers is doing its job.
+                return .text(200, "ok\n")
+            case "/readyz":
+                // Readiness: only while devices are accepted.
                 return metrics.isAccepting ? .text(200, "ok\n") : .text(503, "not accepting devices\n")
             default:
                 return nil
@@ -73,7 +78,7 @@ extension Agent {
     func startMetricsServer(_ server: MetricsServer) {
         server.start()
         logger.info("metrics-listening", [LogField("address", server.address), LogField("port", server.port),
-                                          LogField("paths", "/metrics,/healthz")])
+                                          LogField("paths", "/metrics,/healthz,/readyz")])
         guard !(PeerAddress(server.address)?.isLoopback ?? false) else { return }
         logger.warning("metrics-not-loopback", [LogField("address", server.address), LogField("reason",
             "the metrics endpoint has no authentication: anyone who can reach this address reads them")])

@@ -25,8 +25,8 @@ public struct AgentConfiguration: Sendable {
     public var port: UInt16 = 4433
     /// A numeric address to bind, or nil for every address (IPv6 and IPv4).
     public var bindAddress: String?
-    /// The port of the Prometheus endpoint (`/metrics`, `/healthz`); 0 for any free port, nil
-    /// (the default) for none.
+    /// The port of the Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`); 0 for any free
+    /// port, nil (the default) for none.
     public var metricsPort: UInt16?
     /// The numeric address the metrics endpoint binds; loopback unless asked otherwise.
     public var metricsBindAddress = "127.0.0.1"

@@ -3,6 +3,10 @@ import OTACore
 /// Who a certificate names and its fingerprint: enough to tell devices apart in logs.
 public struct CertificateIdentity: Sendable, Equatable {
     /// The subject in one line, e.g. "CN=esp32-device-0001, O=Fleet"; "?" if unparseable.
+    ///
+    /// Untrusted text: a device chooses its certificate's subject, which may hold line breaks,
+    /// ESC, BEL and other control characters. Escape it before printing or logging it (the
+    /// agent's own logs do); printed raw it can forge log lines or drive a terminal.
     public let subject: String
     /// SHA-256 of the DER bytes, lower-case hex.
     public let fingerprint: String

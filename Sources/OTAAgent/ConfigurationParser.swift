@@ -40,7 +40,7 @@ public enum ConfigurationParser {
         Setting(flag: "--bind", key: .bindAddress, value: "ADDRESS",
                 help: "numeric address to listen on (default: all, IPv6 and IPv4)"),
         Setting(flag: "--metrics-port", key: .metricsPort, value: "PORT",
-                help: "serve Prometheus /metrics and /healthz on this port (default: off; 0 = any free port)"),
+                help: "serve Prometheus /metrics, /healthz and /readyz on this port (default: off; 0 = any free port)"),
         Setting(flag: "--metrics-bind", key: .metricsBindAddress, value: "ADDRESS",
                 help: "numeric address of the metrics endpoint (default 127.0.0.1)"),
         Setting(flag: "--mode", key: .mode, value: "once|serve",

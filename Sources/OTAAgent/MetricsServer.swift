@@ -1,15 +1,16 @@
 import Foundation
 import OTACore
 
-/// A minimal HTTP/1.x server for `/metrics` and `/healthz`, on threads of its own so it never
-/// waits on the agent, nor the agent on it.
+/// A minimal HTTP/1.x server for `/metrics`, `/healthz` and `/readyz`, on threads of its own so
+/// it never waits on the agent, nor the agent on it.
 ///
 /// One thread accepts (the core's listener, interruptible); another serves every open
 /// connection with `poll`, never blocking on any one. Each connection gets one request: a GET
 /// whose head (request line and headers) fits in `Limits.requestBytes` and arrives within
 /// `Limits.requestDeadline`; the answer must be taken within `Limits.responseDeadline`; then
 /// the connection is closed. Anything else is answered 400, 405, 404 or 431, or reset at its
-/// deadline. At most `Limits.connections` are open at once: a newcomer beyond that closes the
+/// deadline; a first line that cannot begin an HTTP/1.x request (TLS or other binary bytes, a
+/// malformed request line) is answered 400 at once, without waiting for the rest of the head. At most `Limits.connections` are open at once: a newcomer beyond that closes the
 /// oldest, so clients that trickle bytes or never read cannot crowd out a scraper.
 final class MetricsServer: @unchecked Sendable {
     struct Limits: Sendable {
@@ -230,6 +231,8 @@ final class MetricsServer: @unchecked Sendable {
         let reply: Reply
         if let complete = HTTPRequestHead(head) {
             reply = Self.reply(to: complete, route: route)
+        } else if HTTPRequestHead.cannotBeHTTP(head) {
+            reply = Self.badRequest
         } else if head.count >= limits.requestBytes {
             reply = .text(431, "request head larger than \(limits.requestBytes) bytes\n")
         } else {
@@ -265,17 +268,17 @@ final class MetricsServer: @unchecked Sendable {
 
     /// The answer to one complete request head.
     static func reply(to head: HTTPRequestHead, route: Route) -> Reply {
-        guard head.version == "HTTP/1.0" || head.version == "HTTP/1.1", head.target.hasPrefix("/") else {
-            return .text(400, "bad request\n")
-        }
+        guard head.isHTTP1 else { return badRequest }
         guard head.method == "GET" else {
             var reply = Reply.text(405, "only GET\n")
             reply.allow = "GET"
             return reply
         }
         let path = head.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
-        return route(String(path)) ?? .text(404, "not found: try /metrics or /healthz\n")
+        return route(String(path)) ?? .text(404, "not found: try /metrics, /healthz or /readyz\n")
     }
+
+    static let badRequest = Reply.text(400, "bad request: not HTTP/1.x\n")
 
     static func encode(_ reply: Reply, bodyIncluded: Bool) -> [UInt8] {
         let body = Array(reply.body.utf8)
@@ -325,6 +328,41 @@ struct HTTPRequestHead: Equatable {
         method = String(decoding: parts[0], as: UTF8.self)
         target = String(decoding: parts[1], as: UTF8.self)
         version = String(decoding: parts[2], as: UTF8.self)
+    }
+
+    /// A request line the server answers (400 aside): a method, an origin-form target, HTTP/1.0 or 1.1.
+    var isHTTP1: Bool {
+        (version == "HTTP/1.0" || version == "HTTP/1.1") && target.hasPrefix("/")
+    }
+
+    /// True when `bytes`, the start of a head still incomplete, can no longer become a request
+    /// line the server would answer with anything but 400: a byte that no method may hold
+    /// (a TLS record's 0x16, a NUL, any control or non-ASCII byte), a control or non-ASCII byte
+    /// anywhere in the first line, a method longer than any real one, or a complete first line
+    /// that is not an HTTP/1.x request line. So binary clients get their 400 at once instead of
+    /// a reset at the head's deadline.
+    static func cannotBeHTTP(_ bytes: [UInt8]) -> Bool {
+        let lineEnd = bytes.firstIndex(of: UInt8(ascii: "\n"))
+        var line = bytes[..<(lineEnd ?? bytes.count)]
+        // The CR of the line's end (or, the LF not yet here, of its coming end).
+        if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+        // Printable ASCII only: no CR inside the line, no TAB, no control or non-ASCII byte.
+        if line.contains(where: { $0 < 0x20 || $0 >= 0x7f }) { return true }
+        let method = line.prefix { $0 != UInt8(ascii: " ") }
+        if !method.allSatisfy(isTokenByte) || method.count > 16 { return true }
+        guard lineEnd != nil else { return false }
+        return !(HTTPRequestHead(Array(line) + Array("\r\n\r\n".utf8))?.isHTTP1 ?? false)
+    }
+
+    /// RFC 9110's `tchar`: what a method is made of.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+             UInt8(ascii: "0")...UInt8(ascii: "9"):
+            true
+        default:
+            Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+        }
     }
 
     /// Where the empty line ending the head is: "\r\n\r\n", or "\n\n" from lenient clients.

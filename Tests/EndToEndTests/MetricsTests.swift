@@ -3,7 +3,7 @@ import OTAAgent
 import Testing
 
 /// `--metrics-port`: Prometheus text on loopback, scraped over real HTTP while devices are
-/// updated, refused and cut off; `/healthz`; clients that misbehave.
+/// updated, refused and cut off; `/healthz` and `/readyz`; clients that misbehave.
 @Suite("Metrics endpoint")
 struct MetricsTests {
     static let backendAsksForProof = AgentVersion.text.contains("(openssl:")
@@ -102,12 +102,14 @@ struct MetricsTests {
         #expect(sample.value("ota_agent_devices_updated_total", ["proof": proof == "yes" ? "no" : "yes"]) == 0)
     }
 
-    @Test func healthzIsOkWhileAcceptingAndOtherRequestsGetTheirStatus() async throws {
+    @Test func healthzAndReadyzAreOkWhileAcceptingAndOtherRequestsGetTheirStatus() async throws {
         let (testbed, port) = try await Self.start()
         defer { testbed.stop() }
 
         let health = try await MetricsClient.get(port: port, "/healthz")
         #expect(health.status == 200 && health.body == "ok\n", "\(health)")
+        let ready = try await MetricsClient.get(port: port, "/readyz")
+        #expect(ready.status == 200 && ready.body == "ok\n", "\(ready)")
         let metrics = try await MetricsClient.get(port: port, "/metrics?name=ota_agent_accepting")
         #expect(metrics.status == 200, "\(metrics)")
         #expect(metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8", "\(metrics)")
@@ -124,6 +126,43 @@ struct MetricsTests {
         #expect(garbage.status == 400, "\(garbage)")
         let http09 = try await MetricsClient.raw(port: port, "GET /metrics\n\n")
         #expect(http09.status == 400, "\(http09)")
+
+        // Bytes that cannot begin an HTTP/1.x request, with no empty line ever coming (a TLS
+        // ClientHello's start, a lone HTTP/0.9 line): 400 at once, not a reset at the 5 s deadline.
+        let clientHello: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x9a, 0xe1]
+        let tls = HTTPAnswer(try await RawClient.exchange(port: port, sending: clientHello, halfClose: false,
+                                                          within: .seconds(5)))
+        #expect(tls.status == 400 && tls.exchange.elapsed < .seconds(2), "\(tls)")
+        let lone = try await MetricsClient.raw(port: port, "GET /metrics\r\n")
+        #expect(lone.status == 400 && lone.exchange.elapsed < .seconds(2), "\(lone)")
+    }
+
+    /// `/healthz` is liveness: ok through the grace period after a stop, so a probe does not kill
+    /// the container while transfers drain. `/readyz` is 503 as soon as devices are no longer
+    /// accepted.
+    @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"))
+    func healthzStaysOkWhileDrainingAndReadyzDoesNot() async throws {
+        let (testbed, port) = try await Self.start()
+        defer { testbed.stop() }
+        let agent = testbed.agent
+
+        // About 4 s of reading: still running while the endpoint is asked, even on a slow build.
+        async let slow = DeviceSimulator.run(
+            port: agent.port, options: ["--read-size", "4096", "--read-pause-ms", "50"], within: .seconds(60))
+        _ = await agent.waitForLog("verdict")
+        agent.child.send(SIGTERM)
+        _ = await agent.waitForLog("not-accepting")
+
+        let health = try await MetricsClient.get(port: port, "/healthz")
+        #expect(health.status == 200 && health.body == "ok\n", "\(health)\n\(agent.transcript)")
+        let ready = try await MetricsClient.get(port: port, "/readyz")
+        #expect(ready.status == 503, "\(ready)\n\(agent.transcript)")
+        let sample = try await MetricsClient.scrape(port: port)
+        #expect(sample.value("ota_agent_accepting") == 0, "\(sample)")
+        #expect(sample.value("ota_agent_transfers_in_flight") == 1, "the transfer was over already: \(sample)")
+
+        #expect(try await slow.onlyDevice()?.outcome == "updated", "\(agent.transcript)")
+        #expect(await agent.child.waitForExit(within: .seconds(30)) == .exited(0), "\(agent.transcript)")
     }
 
     @Test func hostileMetricsClientsNeitherHangTheEndpointNorHurtTheAgent() async throws {

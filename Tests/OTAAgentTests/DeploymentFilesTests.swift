@@ -74,14 +74,17 @@ struct DeploymentFilesTests {
     func kubernetesJob() throws {
         let job = KubernetesManifest(try DeploymentText.read("deploy/kubernetes/ota-agent-job.yaml"))
         let dockerfile = try Dockerfile(DeploymentText.read("Dockerfile"))
+        let agent = try #require(try job.containers("containers").only, "the Job has not one container")
 
-        // The same binary as the image's entry point.
+        // The same binary as the image's entry point, with the image's default command (a run).
         let product = try Self.agentProductName()
-        #expect(job.values("command") == dockerfile.arguments("ENTRYPOINT"))
-        #expect(job.values("command").first?.contains("/\(product)\"") == true)
+        #expect(agent.values("command") == dockerfile.arguments("ENTRYPOINT"))
+        #expect(agent.values("command").first?.contains("/\(product)\"") == true)
+        #expect(agent.values("args").isEmpty)
+        #expect(agent.values("name").first == "ota-agent")
 
         // The container's variables, ConfigMap references resolved, all read by the agent.
-        let environment = try job.containerEnvironment()
+        let environment = try agent.environment(configMap: job.configMapData())
         for name in environment.keys {
             #expect(EnvironmentKey(rawValue: name) != nil, "the Job sets \(name), which the agent does not read")
         }
@@ -91,12 +94,12 @@ struct DeploymentFilesTests {
         let configuration = try DeploymentText.parse(environment)
 
         // The port the agent binds is the container's, the Service's and the image's.
-        #expect(job.values("containerPort") == ["\(configuration.port)"])
+        #expect(agent.values("containerPort") == ["\(configuration.port)"])
         #expect(job.values("port") == ["\(configuration.port)"])
         #expect(dockerfile.arguments("EXPOSE") == ["\(configuration.port)"])
 
         // The files it names are on the mounted volumes.
-        let mounts = job.values("mountPath")
+        let mounts = agent.values("mountPath")
         for path in [configuration.imagePath, configuration.certificatePath, configuration.keyPath] {
             #expect(mounts.contains { path.hasPrefix($0 + "/") }, "\(path) is on no mounted volume")
         }
@@ -104,14 +107,59 @@ struct DeploymentFilesTests {
         // SIGTERM: the grace period for transfers, then up to 30 s for the cancelled ones.
         let podGrace = try #require(job.values("terminationGracePeriodSeconds").first.flatMap { Int($0) })
         #expect(Duration.seconds(podGrace) > configuration.gracePeriod + .seconds(30))
+        #expect(job.values("restartPolicy") == ["Never"])
+    }
 
-        // Each attempt ends by OTA_TIMEOUT (exit 3) before the Job's deadline ends them all.
+    @Test("Kubernetes Job: the init container runs `ota-agent check` with the agent's environment and mounts")
+    func kubernetesJobInitContainer() throws {
+        let job = KubernetesManifest(try DeploymentText.read("deploy/kubernetes/ota-agent-job.yaml"))
+        let agent = try #require(try job.containers("containers").only, "the Job has not one container")
+        let check = try #require(try job.containers("initContainers").only, "the Job has not one init container")
+
+        #expect(check.values("image") == agent.values("image"))
+        #expect(check.values("command") == agent.values("command"))
+        #expect(check.values("args") == ["[\"check\"]"])
+        let data = try job.configMapData()
+        #expect(try check.environment(configMap: data) == agent.environment(configMap: data))
+        #expect(check.values("mountPath") == agent.values("mountPath"))
+        #expect(check.values("readOnlyRootFilesystem") == agent.values("readOnlyRootFilesystem"))
+
+        // The check's 2 (settings unreadable) and 4 (a check failed), and the agent's 2, fail
+        // the Job at once: a retry cannot mend them.
+        let rules = job.failJobExitCodes()
+        let checkName = try #require(check.values("name").first)
+        let agentName = try #require(agent.values("name").first)
+        #expect(rules[checkName] == [2, 4], "\(rules)")
+        #expect(rules[agentName] == [2], "\(rules)")
+    }
+
+    /// Every attempt (the check, OTA_TIMEOUT, the grace period and the 30 s for cancelled
+    /// transfers) fits, with the controller's back-off between attempts, in activeDeadlineSeconds.
+    @Test("Kubernetes Job: all attempts, with their back-off, end before the Job's deadline")
+    func kubernetesJobTiming() throws {
+        let job = KubernetesManifest(try DeploymentText.read("deploy/kubernetes/ota-agent-job.yaml"))
+        let agent = try #require(try job.containers("containers").only)
+        let configuration = try DeploymentText.parse(try agent.environment(configMap: job.configMapData()))
+
         let retries = try #require(job.values("backoffLimit").first.flatMap { Int($0) })
         let deadline = try #require(job.values("activeDeadlineSeconds").first.flatMap { Int($0) })
         let timeout = try #require(configuration.timeout)
-        #expect(timeout * (retries + 1) < .seconds(deadline))
-        #expect(job.values("restartPolicy") == ["Never"])
+        // Scheduling, pulling the image and the check (which ends within about 5 s).
+        let startUp = Duration.seconds(60)
+        let attempt = startUp + timeout + configuration.gracePeriod + .seconds(30)
+        let attempts = retries + 1
+        // Kubernetes' Job back-off: 10 s, 20 s, 40 s, ... capped at 6 minutes.
+        let backOff = (0..<retries).reduce(Duration.zero) { sum, retry in
+            sum + .seconds(min(10 << retry, 360))
+        }
+        #expect(attempt * attempts + backOff < .seconds(deadline),
+                "\(attempts) attempts of \(attempt) and \(backOff) of back-off exceed \(deadline) s")
     }
+}
+
+extension Array {
+    /// The one element, or nil when there are none or several.
+    var only: Element? { count == 1 ? first : nil }
 }
 
 /// Files of the repository, and the agent's parser over an environment.
@@ -177,8 +225,8 @@ struct Dockerfile {
     }
 }
 
-/// Just enough of the example manifest's YAML: scalar values by key, the container's env list
-/// and the ConfigMap's data.
+/// Just enough of the example manifest's YAML: scalar values by key, the containers and their
+/// env lists, the ConfigMap's data and the pod failure policy.
 struct KubernetesManifest {
     let lines: [Substring]
 
@@ -218,12 +266,37 @@ struct KubernetesManifest {
         return lines[(start + 1)..<end]
     }
 
-    /// The container's `env:` list: literal values, and ConfigMap keys looked up in `data:`.
-    func containerEnvironment() throws -> [String: String] {
+    /// The items of the list under `key:` (`containers`, `initContainers`), each as a manifest
+    /// of its own lines.
+    func containers(_ key: String) throws -> [KubernetesManifest] {
+        let nested = try block(key)
+        guard let first = nested.first else { return [] }
+        let depth = Self.indentation(first)
+        var items: [[Substring]] = []
+        for line in nested {
+            if Self.indentation(line) == depth && line.trimmingCharacters(in: .whitespaces).hasPrefix("- ") {
+                items.append([])
+            }
+            items[items.count - 1].append(line)
+        }
+        return items.map { KubernetesManifest(lines: $0) }
+    }
+
+    private init(lines: [Substring]) {
+        self.lines = lines
+    }
+
+    /// The ConfigMap's `data:`.
+    func configMapData() throws -> [String: String] {
         var data: [String: String] = [:]
         for line in try block("data") {
             if let entry = Self.pair(line) { data[entry.key] = entry.value }
         }
+        return data
+    }
+
+    /// A container's `env:` list: literal values, and ConfigMap keys looked up in `configMap`.
+    func environment(configMap data: [String: String]) throws -> [String: String] {
         var environment: [String: String] = [:]
         var name: String?
         for line in try block("env") {
@@ -240,5 +313,32 @@ struct KubernetesManifest {
             }
         }
         return environment
+    }
+
+    /// The pod failure policy's FailJob rules on exit codes (operator In), by container name.
+    func failJobExitCodes() -> [String: [Int]] {
+        var rules: [String: [Int]] = [:]
+        var action: String?
+        var container: String?
+        var inOperator = false
+        for line in lines {
+            guard let entry = Self.pair(line) else { continue }
+            switch entry.key {
+            case "action":
+                (action, container, inOperator) = (entry.value, nil, false)
+            case "containerName":
+                container = entry.value
+            case "operator":
+                inOperator = entry.value == "In"
+            case "values" where action == "FailJob" && inOperator:
+                guard let container else { continue }
+                let codes = entry.value.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+                    .split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+                rules[container, default: []] += codes
+            default:
+                continue
+            }
+        }
+        return rules
     }
 }

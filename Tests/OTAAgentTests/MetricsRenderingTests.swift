@@ -176,6 +176,20 @@ struct MetricsRenderingTests {
         }
     }
 
+    @Test("a head that cannot become an HTTP/1.x request line is known before its empty line")
+    func headsThatCannotBeHTTP() {
+        for start in ["\u{16}\u{03}\u{01}\u{02}\u{00}", "\u{00}", "GET /metrics\u{1b}[2J", "G\tET", "GET /m\u{7f}",
+                      "ABCDEFGHIJKLMNOPQ", "GET /metrics\r\n", "GET /metrics HTTP/2\r\nHost: x\r\n",
+                      "GET metrics HTTP/1.1\n", "\r\nGET / HTTP/1.1\r\n", "GET /a\rb HTTP/1.1\r\n", "é"] {
+            #expect(HTTPRequestHead.cannotBeHTTP(Array(start.utf8)), "\(start.debugDescription)")
+        }
+        for start in ["", "G", "GET", "GET /met", "GET /metrics HTTP/1.1", "GET /metrics HTTP/1.1\r",
+                      "GET /metrics HTTP/1.1\r\nHost: x\r\n", "POST /metrics HTTP/1.0\n",
+                      "GET /metrics HTTP/1.1\r\nX-Bytes: \u{1}\u{ff}"] {
+            #expect(!HTTPRequestHead.cannotBeHTTP(Array(start.utf8)), "\(start.debugDescription)")
+        }
+    }
+
     @Test("the server answers over IPv6 loopback, and stops at once with a client still trickling")
     func serverOnIPv6Loopback() async throws {
         let server = try MetricsServer(bindAddress: "::1", port: 0) { $0 == "/healthz" ? .text(200, "ok\n") : nil }

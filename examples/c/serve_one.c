@@ -14,6 +14,8 @@
  * stdout, one line each:
  *     listening address=ADDR port=PORT backend=NAME
  *     device address=ADDR subject="..." sha256=HEX
+ *         (the subject is device-controlled: bytes outside printable ASCII, '"' and '\\' are
+ *         printed escaped, as \xNN, so a certificate cannot drive the terminal or forge lines)
  *     outcome=updated bytes=N | outcome=refused | outcome=failed phase=P status=S detail="..."
  * Exit status: 0 updated, 3 refused, 1 any other failure, 2 usage or configuration errors.
  */
@@ -195,6 +197,26 @@ serve_one_print_failure(const char *phase, int status, const char *detail)
 }
 
 /*
+ * Prints untrusted text (a certificate's subject, chosen by the device) so that it cannot
+ * drive the terminal or break the line: printable ASCII as is, '"' and '\\' behind a
+ * backslash, every other byte (controls such as LF, CR, ESC, BEL, DEL, C1 and any non-ASCII
+ * byte) as \xNN.
+ */
+static void
+serve_one_print_escaped(const char *text)
+{
+    for (const unsigned char *byte = (const unsigned char *)text; *byte != '\0'; byte++) {
+        if (*byte == '"' || *byte == '\\') {
+            printf("\\%c", *byte);
+        } else if (*byte >= 0x20 && *byte < 0x7f) {
+            putchar(*byte);
+        } else {
+            printf("\\x%02x", *byte);
+        }
+    }
+}
+
+/*
  * One device on an accepted socket, which `conn` owns. Returns the exit status; the caller
  * frees `conn` (which resets a socket left open, as on every failure path here).
  */
@@ -223,7 +245,9 @@ serve_one_device(ota_conn *conn, const ota_image *image, const struct serve_one_
 
     /* The fingerprint is filled in even when the walk fails; the subject is then empty. */
     (void)ota_cert_identify(der, der_length, &identity);
-    printf("device address=%s subject=\"%s\" sha256=", peer, identity.subject);
+    printf("device address=%s subject=\"", peer);
+    serve_one_print_escaped(identity.subject);
+    printf("\" sha256=");
     for (size_t index = 0; index < sizeof(identity.sha256); index++) {
         printf("%02x", identity.sha256[index]);
     }

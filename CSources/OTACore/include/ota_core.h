@@ -165,8 +165,17 @@ int ota_der_to_pem(const uint8_t *der, size_t der_length, char *pem, size_t capa
 
 /* ---- certificate inspection and hashing (through the backend library) ---------------------- */
 
+/*
+ * A certificate's subject is untrusted text: whoever made the certificate chose it, and for a
+ * device's attestation certificate that is the device. Its string attributes are copied byte
+ * for byte (only a NUL becomes '?'), so a subject may hold LF, CR, ESC, BEL, DEL, C1 bytes
+ * and invalid UTF-8: printed or logged raw it can forge log lines or drive a terminal (escape
+ * sequences). Escape it before printing or logging, e.g. every byte outside 0x20..0x7e as
+ * \xNN, as examples/c/serve_one.c does (the ota-agent tool's own logs escape it too).
+ */
 typedef struct ota_cert_info {
-    char subject[256];  /* one-line subject, e.g. "CN=esp32-device-0001, O=Fleet" */
+    char subject[256];  /* one-line subject, e.g. "CN=esp32-device-0001, O=Fleet"; untrusted
+                           text, to escape before printing (above) */
     uint8_t sha256[32]; /* SHA-256 of the DER encoding: the certificate's fingerprint */
     int64_t not_before; /* validity, seconds since the epoch (UTC) */
     int64_t not_after;
@@ -183,7 +192,9 @@ int ota_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info, cha
 
 /* Who a certificate names, read from its DER alone (no TLS library involved). */
 typedef struct ota_cert_identity {
-    char subject[256];  /* as in ota_cert_info; cut short (still NUL-terminated) if longer */
+    char subject[256];  /* as in ota_cert_info (untrusted, device-controlled text: escape it
+                           before printing or logging); cut short (still NUL-terminated) if
+                           longer */
     uint8_t sha256[32]; /* SHA-256 of the DER encoding: the certificate's fingerprint */
     int64_t not_before; /* validity, seconds since the epoch (UTC) */
     int64_t not_after;
