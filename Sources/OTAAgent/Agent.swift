@@ -19,8 +19,14 @@ public enum RunOutcome: Sendable, Equatable {
 /// What a run did.
 public struct RunSummary: Sendable {
     public let outcome: RunOutcome
+    /// The device sessions, in the order they ended: every one that delivered a certificate,
+    /// the most recent `RunState.listedSessionLimit` of them in a long serve run.
     public let sessions: [SessionRecord]
-    public var devicesUpdated: Int { sessions.filter { $0.outcome == .updated }.count }
+    /// Sessions counted but not in `sessions`: connections that never delivered a certificate
+    /// (scanners, floods, devices failing their handshake), and the oldest beyond the limit.
+    public let sessionsNotListed: Int
+    /// Devices updated in the whole run, listed or not.
+    public let devicesUpdated: Int
 }
 
 /// The agent: listens, serves each device in a session of its own, and stops per its mode.
@@ -321,12 +327,11 @@ public final class Agent: @unchecked Sendable {
             context.cancelAll()
             _ = state.waitForSessions(upTo: .seconds(30))
         }
-        let summary = RunSummary(outcome: state.outcome(timedOut: deadline.map { .now >= $0 } ?? false,
-                                                mode: configuration.mode),
-                                 sessions: state.records)
+        let summary = state.summary(outcome: state.outcome(timedOut: deadline.map { .now >= $0 } ?? false,
+                                                           mode: configuration.mode))
         logger.info("exiting", [LogField("outcome", describe(summary.outcome)),
                                 LogField("updated", summary.devicesUpdated),
-                                LogField("sessions", summary.sessions.count)])
+                                LogField("sessions", summary.sessions.count + summary.sessionsNotListed)])
         endRun(summary)
         return summary
     }
@@ -509,11 +514,27 @@ final class RunState: @unchecked Sendable {
     private var stopSignal: Int32?
     private var externalStops = 0
     private var sessions = 0
+    /// Finished sessions that delivered a certificate, the oldest dropped in batches beyond
+    /// twice the limit: a serve run that lasts weeks, or a flood, must not grow without bound.
     private var finished: [SessionRecord] = []
+    private var notListed = 0
+    private var updated = 0
+    private var imageChangeSeen = false
     private var imagePathWarned = false
 
+    /// The most sessions a run's summary (and result file) lists.
+    static let listedSessionLimit = 10_000
+
     var stopping: Bool { condition.withLock { stopRequested } }
-    var records: [SessionRecord] { condition.withLock { finished } }
+
+    /// The run's summary with `outcome`: the most recent listed sessions, the others counted.
+    func summary(outcome: RunOutcome) -> RunSummary {
+        condition.withLock {
+            let listed = Array(finished.suffix(Self.listedSessionLimit))
+            return RunSummary(outcome: outcome, sessions: listed,
+                              sessionsNotListed: notListed + finished.count - listed.count, devicesUpdated: updated)
+        }
+    }
 
     /// Records a stop; true when one had been asked for before (by a caller, not by the run's
     /// own end in once mode).
@@ -546,13 +567,23 @@ final class RunState: @unchecked Sendable {
         }
     }
 
-    /// Keeps a finished session; true when it is the run's first update.
+    /// Keeps a finished session (or counts it: see `finished`); true when it is the run's first
+    /// update.
     func record(_ record: SessionRecord) -> Bool {
         condition.withLock {
             sessions -= 1
-            let first = record.outcome == .updated && !finished.contains { $0.outcome == .updated }
-            finished.append(record)
-            return first
+            imageChangeSeen = imageChangeSeen || record.imageChanged
+            if record.outcome == .updated { updated += 1 }
+            if record.certificate == nil && record.outcome != .updated {
+                notListed += 1
+            } else {
+                finished.append(record)
+                if finished.count >= 2 * Self.listedSessionLimit {
+                    finished.removeFirst(Self.listedSessionLimit)
+                    notListed += Self.listedSessionLimit
+                }
+            }
+            return record.outcome == .updated && updated == 1
         }
     }
 
@@ -568,7 +599,7 @@ final class RunState: @unchecked Sendable {
     }
 
     /// A session found the image changed on disk.
-    var imageChanged: Bool { condition.withLock { finished.contains { $0.imageChanged } } }
+    var imageChanged: Bool { condition.withLock { imageChangeSeen } }
 
     /// Sessions running now (the accept loop's own reserved slot left out).
     var running: Int { condition.withLock { sessions } }
@@ -585,12 +616,11 @@ final class RunState: @unchecked Sendable {
 
     func outcome(timedOut: Bool, mode: AgentMode) -> RunOutcome {
         condition.withLock {
-            let updated = finished.contains { $0.outcome == .updated }
             // A once run that reached its update is done; otherwise a changed image must be
             // reported, so the operator restarts the agent with the new one.
-            if updated && mode == .once { return .updated }
-            if finished.contains(where: { $0.imageChanged }) { return .imageChanged }
-            if updated { return .updated }
+            if updated > 0 && mode == .once { return .updated }
+            if imageChangeSeen { return .imageChanged }
+            if updated > 0 { return .updated }
             // Serve mode only ever ends on request: that is its clean stop.
             if mode == .serve && stopRequested { return .stopped }
             if let stopSignal { return .interrupted(signal: stopSignal) }

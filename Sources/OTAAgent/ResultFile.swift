@@ -67,10 +67,11 @@ public enum ResultFile {
     }
 
     /// The summary of a run that started: its outcome, the exit code the process ends with,
-    /// the image, and every device session in the order they ended.
+    /// the image, and the device sessions in the order they ended (see `RunSummary.sessions`);
+    /// `notListed` and `devicesUpdated` count the whole run when the summary lists less.
     public static func document(outcome: String, exitCode: Int32, image: ImageIdentity?,
-                                sessions: [SessionRecord], reason: String? = nil,
-                                startedAt: Date, endedAt: Date = Date()) -> String
+                                sessions: [SessionRecord], notListed: Int = 0, devicesUpdated: Int? = nil,
+                                reason: String? = nil, startedAt: Date, endedAt: Date = Date()) -> String
     {
         let imageValue: JSONValue = image.map { image in
             .object([("path", .string(image.path)), ("bytes", .integer(image.size)),
@@ -85,8 +86,9 @@ public enum ResultFile {
             ("started_at", .string(timestamp(startedAt))),
             ("ended_at", .string(timestamp(endedAt))),
             ("image", imageValue),
-            ("devices_updated", .integer(sessions.filter { $0.outcome == .updated }.count)),
+            ("devices_updated", .integer(devicesUpdated ?? sessions.filter { $0.outcome == .updated }.count)),
             ("sessions", .array(sessions.map { session($0, image: image) })),
+            ("sessions_not_listed", .integer(notListed)),
         ])
         return document.pretty
     }

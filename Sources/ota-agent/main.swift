@@ -211,7 +211,8 @@ func main() -> Never {
         if let path = configuration.resultFilePath {
             let document = ResultFile.document(outcome: summary.outcome.name, exitCode: code,
                                                image: agent.startedImage, sessions: summary.sessions,
-                                               startedAt: startedAt)
+                                               notListed: summary.sessionsNotListed,
+                                               devicesUpdated: summary.devicesUpdated, startedAt: startedAt)
             do {
                 try ResultFile.write(document, to: path)
                 logger.info("result-file", [LogField("path", path)])
