@@ -110,16 +110,16 @@ func sha256Digest(of file: URL) async throws -> String {
 enum LoopbackSocket {
     /// A TCP socket listening on 127.0.0.1 at an ephemeral port: (descriptor, port).
     static func listening() throws -> (Int32, UInt16) {
-        try DescriptorCreation.serialized { try openListening() }
+        try DescriptorCreation.serialized { try openListening(port: 0) }
     }
 
-    private static func openListening() throws -> (Int32, UInt16) {
+    private static func openListening(port: UInt16) throws -> (Int32, UInt16) {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw HarnessError("socket: errno \(errno)") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
+        address.sin_port = port.bigEndian
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
@@ -227,11 +227,27 @@ enum LoopbackSocket {
         }
     }
 
-    /// A loopback port nobody listens on: bound once by us, then released.
+    /// A loopback port nobody listens on: bound once by us, then released. It is chosen outside
+    /// the kernel's ephemeral range, so that no other test running meanwhile is handed it for its
+    /// own port 0 before the test that asked for it listens there itself.
     static func closedPort() throws -> UInt16 {
-        let (descriptor, port) = try listening()
-        close(descriptor)
-        return port
+        let (low, high) = ephemeralRange()
+        let outside = low > 11_024 ? Array(UInt16(10_024)..<UInt16(low)) : Array(UInt16(min(high + 1, 65_535))...65_535)
+        for _ in 0..<100 {
+            guard let port = outside.randomElement() else { break }
+            if let (descriptor, _) = try? DescriptorCreation.serialized({ try openListening(port: port) }) {
+                close(descriptor)
+                return port
+            }
+        }
+        throw HarnessError("no free loopback port outside the ephemeral range")
+    }
+
+    /// The kernel's range for ephemeral ports (Linux's default when it cannot be read).
+    private static func ephemeralRange() -> (Int, Int) {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let numbers = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+        return numbers.count == 2 ? (numbers[0], numbers[1]) : (32_768, 60_999)
     }
 
     /// Whether this host can bind the IPv6 loopback address ::1.
