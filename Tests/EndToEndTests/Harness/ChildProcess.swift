@@ -43,6 +43,10 @@ final class OutputLines: @unchecked Sendable {
                 if count <= 0 { break }
                 append(Data(buffer[0..<count]))
             }
+            // Closed now, not when the last owner of the Pipe (the Process among them) goes:
+            // a run of hundreds of children otherwise holds a thousand pipes, and Foundation's
+            // Process.run() reads past its buffer when it lists that many descriptors.
+            try? pipe.fileHandleForReading.close()
             finish()
         }
     }
