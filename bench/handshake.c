@@ -1,7 +1,7 @@
 /*
  * handshake: the bare TLS handshake the agent's CPU per update is compared with.
  *
- *   handshake --cert PEM --key PEM --count N
+ *   handshake --cert PEM --key PEM --count N [--transport socketpair|tcp]
  *
  * Built twice by scripts/bench: with -DBENCH_SERVER_OPENSSL (handshake-openssl) and with
  * -DBENCH_SERVER_MBEDTLS (handshake-mbedtls). The server side is configured as the agent's
@@ -9,9 +9,11 @@
  * session cache or tickets, so every handshake is a full one); the client side is always
  * mbedTLS 2.28 with the device simulator's settings (library defaults, TLS 1.2 only, the
  * server certificate pinned), so the server negotiates exactly what it negotiates with the
- * simulated devices. Server and client run N handshakes over a fresh socketpair each, the
- * server on the main thread and the client on a second one; only the server thread's CPU
- * time (CLOCK_THREAD_CPUTIME_ID, user and system) is reported:
+ * simulated devices. Server and client run N handshakes, the server on the main thread and the
+ * client on a second one, each over a fresh connection: a socketpair by default (the handshake
+ * alone), or with `--transport tcp` a loopback TCP connection that the server accepts and closes
+ * as the agent does. Only the server thread's CPU time (CLOCK_THREAD_CPUTIME_ID, user and
+ * system) is reported:
  *
  *   handshakes=N server_cpu_us=X wall_us=Y
  *
@@ -24,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,11 +60,16 @@ struct mbedtls_side {
     mbedtls_pk_context key;
 };
 
-/* The client thread takes one socket end per handshake from this pipe; -1 ends it. */
+/*
+ * The client thread takes one socket end per handshake from this pipe; -1 ends it, and
+ * OTA_BENCH_CONNECT asks it to connect to `port` on 127.0.0.1 itself (the TCP transport).
+ */
+#define OTA_BENCH_CONNECT (-2)
 struct client_job {
     struct mbedtls_side side;
     int socket_pipe[2];
     int failures;
+    uint16_t port;
 };
 
 static double seconds_of(clockid_t clock)
@@ -102,11 +111,31 @@ static bool configure_client(struct mbedtls_side *side, const char *certificate_
     return true;
 }
 
+/* A TCP connection to 127.0.0.1:port, or -1. */
+static int connect_loopback(uint16_t port)
+{
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port)};
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 static void *client_thread(void *argument)
 {
     struct client_job *job = argument;
     int fd;
-    while (read(job->socket_pipe[0], &fd, sizeof fd) == (ssize_t)sizeof fd && fd >= 0) {
+    while (read(job->socket_pipe[0], &fd, sizeof fd) == (ssize_t)sizeof fd && fd != -1) {
+        if (fd == OTA_BENCH_CONNECT) {
+            fd = connect_loopback(job->port);
+            if (fd < 0) {
+                job->failures++;
+                continue;
+            }
+        }
         mbedtls_ssl_context ssl;
         mbedtls_net_context net = {.fd = fd};
         mbedtls_ssl_init(&ssl);
@@ -270,8 +299,45 @@ static bool handshake_once(void *server, struct client_job *job)
     return ok;
 }
 
+/*
+ * One handshake over loopback TCP, as a server does it: accept, handshake, close. The kernel's
+ * work for the connection (accept, the server's segments, the close) is in the server's time.
+ */
+static bool handshake_once_tcp(void *server, struct client_job *job, int listener)
+{
+    int ask = OTA_BENCH_CONNECT;
+    if (write(job->socket_pipe[1], &ask, sizeof ask) != (ssize_t)sizeof ask) {
+        return false;
+    }
+    int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) {
+        return false;
+    }
+    bool ok = serve_one(server, fd);
+    close(fd);
+    return ok;
+}
+
+/* A listener on 127.0.0.1 at a port the kernel picks; its port goes to `port`. */
+static int listen_loopback(uint16_t *port)
+{
+    struct sockaddr_in address = {.sin_family = AF_INET};
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&address, sizeof address) != 0 ||
+        listen(fd, 16) != 0 || getsockname(fd, (struct sockaddr *)&address, &length) != 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    *port = ntohs(address.sin_port);
+    return fd;
+}
+
 static bool parse_options(int argc, char **argv, const char **certificate, const char **key,
-                          long *count)
+                          long *count, bool *tcp)
 {
     for (int index = 1; index + 1 < argc; index += 2) {
         if (strcmp(argv[index], "--cert") == 0) {
@@ -280,6 +346,11 @@ static bool parse_options(int argc, char **argv, const char **certificate, const
             *key = argv[index + 1];
         } else if (strcmp(argv[index], "--count") == 0) {
             *count = atol(argv[index + 1]);
+        } else if (strcmp(argv[index], "--transport") == 0) {
+            *tcp = strcmp(argv[index + 1], "tcp") == 0;
+            if (!*tcp && strcmp(argv[index + 1], "socketpair") != 0) {
+                return false;
+            }
         } else {
             return false;
         }
@@ -292,14 +363,17 @@ int main(int argc, char **argv)
     const char *certificate_path = NULL;
     const char *key_path = NULL;
     long count = 0;
-    if (!parse_options(argc, argv, &certificate_path, &key_path, &count)) {
-        fputs("usage: handshake --cert PEM --key PEM --count N\n", stderr);
+    bool tcp = false;
+    if (!parse_options(argc, argv, &certificate_path, &key_path, &count, &tcp)) {
+        fputs("usage: handshake --cert PEM --key PEM --count N [--transport socketpair|tcp]\n",
+              stderr);
         return 2;
     }
     static struct client_job job;
     void *server = make_server(certificate_path, key_path);
+    int listener = tcp ? listen_loopback(&job.port) : -1;
     if (server == NULL || !configure_client(&job.side, certificate_path) ||
-        pipe(job.socket_pipe) != 0) {
+        pipe(job.socket_pipe) != 0 || (tcp && listener < 0)) {
         fputs("handshake: cannot set up the server and the client\n", stderr);
         return 1;
     }
@@ -309,11 +383,12 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    bool ok = handshake_once(server, &job); /* warm-up: lazy initialisation stays out */
+    /* The first handshake is a warm-up: lazy initialisation stays out of the figures. */
+    bool ok = tcp ? handshake_once_tcp(server, &job, listener) : handshake_once(server, &job);
     double cpu_start = seconds_of(CLOCK_THREAD_CPUTIME_ID);
     double wall_start = seconds_of(CLOCK_MONOTONIC);
     for (long done = 0; done < count && ok; done++) {
-        ok = handshake_once(server, &job);
+        ok = tcp ? handshake_once_tcp(server, &job, listener) : handshake_once(server, &job);
     }
     double cpu = seconds_of(CLOCK_THREAD_CPUTIME_ID) - cpu_start;
     double wall = seconds_of(CLOCK_MONOTONIC) - wall_start;

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -140,10 +142,29 @@ ota_conn_drive(ota_conn *conn, ota_conn_step step, void *argument, int64_t deadl
     }
 }
 
+/*
+ * A device's TLS stack writes its second flight a message at a time (mbedTLS does), and a
+ * device TCP stack with Nagle's algorithm (lwIP's default) holds each message until the one
+ * before is acknowledged. The kernel delays acknowledgements by up to 40 ms, so every such
+ * handshake stalled there once. Asking for a prompt acknowledgement whenever the handshake waits
+ * for the device lets the device's messages out at once. The kernel clears the request on its
+ * own after a while, hence once per wait.
+ */
+static void
+ota_conn_ask_prompt_ack(ota_conn *conn)
+{
+    int on = 1;
+    setsockopt(conn->fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof(on));
+}
+
 static int
 ota_conn_handshake_step(ota_conn *conn, void *unused)
 {
-    return ota_tls_session_handshake(conn->session, conn->detail, sizeof(conn->detail));
+    int result = ota_tls_session_handshake(conn->session, conn->detail, sizeof(conn->detail));
+    if (result == OTA_TLS_WANT_READ) {
+        ota_conn_ask_prompt_ack(conn);
+    }
+    return result;
 }
 
 int

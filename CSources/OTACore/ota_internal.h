@@ -42,6 +42,15 @@ int64_t ota_now_ms(void);
 /* An absolute deadline from a relative timeout; a negative timeout means none (INT64_MAX). */
 int64_t ota_deadline_after(int timeout_ms);
 
+/*
+ * Whether a new connection should try kernel TLS: always while the tls module is loaded.
+ * Without it, every try costs the kernel a module request and the connection failing calls;
+ * yet a try is how the kernel loads the module on demand (for a privileged process), so one
+ * connection per OTA_KERNEL_TLS_RETRY_MS still tries. Any thread.
+ */
+#define OTA_KERNEL_TLS_RETRY_MS 60000
+int ota_kernel_tls_worth_trying(void);
+
 /* Milliseconds left until `deadline`, clamped for poll(2): 0 when passed, -1 when none. */
 int ota_deadline_remaining(int64_t deadline);
 

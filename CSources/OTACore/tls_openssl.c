@@ -195,6 +195,7 @@ ota_openssl_configure(SSL_CTX *context, const struct ota_tls_policy *policy)
      * SSL_OP_ENABLE_KTLS: once the handshake is done OpenSSL hands the transmit keys to the
      * kernel when it can (the `tls` module, a supported cipher, full-size records) and
      * silently keeps encrypting itself when it cannot; ota_tls_session_kernel_send tells.
+     * While the kernel has no tls module, most sessions do not ask (ota_tls_session_new).
      */
     SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                      SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE |
@@ -332,6 +333,9 @@ ota_tls_session_new(const struct ota_tls_credentials *credentials, int fd, char 
         ota_openssl_detail(detail, detail_size, "SSL_new");
         ota_tls_session_free(session);
         return NULL;
+    }
+    if (!ota_kernel_tls_worth_trying()) {
+        SSL_clear_options(session->ssl, SSL_OP_ENABLE_KTLS);
     }
     SSL_set_accept_state(session->ssl);
     return session;

@@ -17,6 +17,7 @@
 
 struct ota_cancel {
     int event_fd;
+    int fired; /* the same news as the event, for a check without a system call */
 };
 
 static ota_log_fn ota_log_callback;
@@ -107,6 +108,25 @@ ota_now_ms(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* Until when (ota_now_ms) connections skip kernel TLS; 0: not yet refused. */
+static int64_t ota_kernel_tls_quiet_until;
+
+int
+ota_kernel_tls_worth_trying(void)
+{
+    if (access("/proc/net/tls_stat", F_OK) == 0) {
+        return 1;
+    }
+
+    /* One connection per interval claims the try, by moving the end of the quiet time. */
+    int64_t now = ota_now_ms();
+    int64_t until = __atomic_load_n(&ota_kernel_tls_quiet_until, __ATOMIC_RELAXED);
+    return now >= until &&
+           __atomic_compare_exchange_n(&ota_kernel_tls_quiet_until, &until,
+                                       now + OTA_KERNEL_TLS_RETRY_MS, 0, __ATOMIC_RELAXED,
+                                       __ATOMIC_RELAXED);
 }
 
 int64_t
@@ -204,6 +224,9 @@ ota_cancel_fire(ota_cancel *cancel)
         return;
     }
 
+    /* Set before the event, so a waiter woken by the event also finds the flag set. */
+    __atomic_store_n(&cancel->fired, 1, __ATOMIC_RELEASE);
+
     /* The counter stays non-zero forever, so every later poll sees it readable too. */
     uint64_t one = 1;
     ssize_t written = write(cancel->event_fd, &one, sizeof(one));
@@ -217,8 +240,8 @@ ota_cancel_is_fired(const ota_cancel *cancel)
         return 0;
     }
 
-    struct pollfd watched = {.fd = cancel->event_fd, .events = POLLIN};
-    return poll(&watched, 1, 0) > 0;
+    /* Asked many times per Dice-Auth call (curl's progress callback): no poll(2) here. */
+    return __atomic_load_n(&cancel->fired, __ATOMIC_ACQUIRE);
 }
 
 int

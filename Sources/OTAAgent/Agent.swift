@@ -33,12 +33,15 @@ public struct RunSummary: Sendable {
 ///
 /// `start()` validates every setting and binds the port, so a broken configuration fails
 /// before anything is served. `run()` then blocks its calling thread until the run ends; each
-/// device gets a thread of its own. `stop(signal:)` may be called from any thread.
+/// device is served on a thread of its own, kept for a later device when its session ends.
+/// `stop(signal:)` may be called from any thread.
 public final class Agent: @unchecked Sendable {
     public let configuration: AgentConfiguration
     let logger: Logger
     private let onSession: (@Sendable (SessionRecord) -> Void)?
     private let state = RunState()
+    /// The session threads, kept between devices (see `SessionWorkers`).
+    private let workers: SessionWorkers
 
     /// Set once by `start()`, read by `run()`, by sessions and by `stop(signal:)`, which may run
     /// on another thread at any moment (a signal during start): so behind a lock.
@@ -64,6 +67,8 @@ public final class Agent: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.onSession = onSession
+        workers = SessionWorkers(keepIdle: min(max(configuration.maxConcurrent, 1), 16),
+                                 idleLimit: .seconds(10), threadName: "ota-device")
     }
 
     /// The port actually bound (useful with port 0), after `start()`.
@@ -327,6 +332,9 @@ public final class Agent: @unchecked Sendable {
             context.cancelAll()
             _ = state.waitForSessions(upTo: .seconds(30))
         }
+        // Every session has ended; its thread is gone too before the run ends (and the process
+        // perhaps exits), so none is left inside the TLS library.
+        workers.close(waitingUpTo: .seconds(5))
         let summary = state.summary(outcome: state.outcome(timedOut: deadline.map { .now >= $0 } ?? false,
                                                            mode: configuration.mode))
         logger.info("exiting", [LogField("outcome", describe(summary.outcome)),
@@ -448,18 +456,14 @@ public final class Agent: @unchecked Sendable {
     {
         logger.debug("connected", [LogField("device", peer)])
         state.sessionStarted()
-        let thread = Thread { [self] in
+        workers.run { [self] in
             let reporter = SessionReporter(hub: hub, peer: peer)
             reporter.connected()
             let record = DeviceSession(context: context, peer: peer, ticket: ticket, fd: fd,
                                        reporter: reporter).run()
-            // Before the session counts as finished: the process may exit right after.
-            ota_thread_done()
             reporter.ended(record)
             finishSession(record, listener: listener)
         }
-        thread.name = "ota-device"
-        thread.start()
     }
 
     private func finishSession(_ record: SessionRecord, listener: Listener?) {
