@@ -187,9 +187,15 @@ static void *make_server(const char *certificate_path, const char *key_path)
     SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION);
     SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                      SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                     SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_ENABLE_KTLS);
+                                     SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* As the agent: kernel TLS is asked for only while the kernel has the tls module. */
+    if (access("/proc/net/tls_stat", F_OK) == 0) {
+        SSL_CTX_set_options(context, SSL_OP_ENABLE_KTLS);
+    }
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(context, 0);
+    /* As the agent: every device is asked for an optional certificate (proof of possession). */
+    SSL_CTX_set_verify(context, SSL_VERIFY_PEER, NULL);
     bool ok = SSL_CTX_set_cipher_list(context, suites) == 1 &&
               SSL_CTX_set1_groups_list(context, groups) == 1 &&
               SSL_CTX_use_certificate_chain_file(context, certificate_path) == 1 &&
