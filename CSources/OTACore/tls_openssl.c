@@ -439,7 +439,7 @@ ota_tls_session_kernel_send(struct ota_tls_session *session, char *note, size_t 
                  BIO_get_ktls_send(socket_bio) == 1;
     if (kernel) {
         ota_detail_set(note, note_size, "kernel TLS: %s", ota_tls_session_cipher(session));
-    } else if (access("/proc/net/tls_stat", F_OK) != 0) {
+    } else if (!ota_kernel_tls_module_loaded()) {
         ota_detail_set(note, note_size, "user-space encryption: kernel TLS unavailable "
                                         "(no tls module)");
     } else {

@@ -110,13 +110,32 @@ ota_now_ms(void)
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+/* When (ota_now_ms) the tls module was last looked for, and whether it was there. */
+static int64_t ota_kernel_tls_checked_at = INT64_MIN;
+static int ota_kernel_tls_was_loaded;
+
 /* Until when (ota_now_ms) connections skip kernel TLS; 0: not yet refused. */
 static int64_t ota_kernel_tls_quiet_until;
 
 int
+ota_kernel_tls_module_loaded(void)
+{
+    /* A path lookup in /proc costs more than the rest of the choice: once a second will do. */
+    int64_t now = ota_now_ms();
+    if (now - __atomic_load_n(&ota_kernel_tls_checked_at, __ATOMIC_ACQUIRE) < 1000) {
+        return __atomic_load_n(&ota_kernel_tls_was_loaded, __ATOMIC_RELAXED);
+    }
+
+    int loaded = access("/proc/net/tls_stat", F_OK) == 0;
+    __atomic_store_n(&ota_kernel_tls_was_loaded, loaded, __ATOMIC_RELAXED);
+    __atomic_store_n(&ota_kernel_tls_checked_at, now, __ATOMIC_RELEASE);
+    return loaded;
+}
+
+int
 ota_kernel_tls_worth_trying(void)
 {
-    if (access("/proc/net/tls_stat", F_OK) == 0) {
+    if (ota_kernel_tls_module_loaded()) {
         return 1;
     }
 
