@@ -200,8 +200,10 @@ ota_openssl_configure(SSL_CTX *context, const struct ota_tls_policy *policy)
     SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                      SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                      SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_ENABLE_KTLS);
+    /* SSL_MODE_RELEASE_BUFFERS: a connection holds no empty 16 KiB read buffer while it only
+     * sends, which is most of its life. */
     SSL_CTX_set_mode(context, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
     /* TLS 1.3 sends tickets even with SSL_OP_NO_TICKET unless told to send none. */
     SSL_CTX_set_num_tickets(context, 0);
