@@ -12,6 +12,14 @@ say() {
     printf '%s: %s\n' "$(basename "$0")" "$*" >&2
 }
 
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    else
+        sudo "$@"
+    fi
+}
+
 # Swift is expected on PATH or at /opt/swift/usr/bin.
 find_swift() {
     if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then

@@ -1,6 +1,6 @@
-# The initramfs of the kTLS test VM: static busybox, the three binaries with every shared library
-# they load, the sample certificates, kernel modules, /init and the check script.
-# Sourced by scripts/ktls-test after common.sh (say, repo_root; as_root from ktls-test), not run.
+# The initramfs of the kernel TLS VMs: static busybox, programs with every shared library they
+# load, the sample certificates, kernel modules, /init and the script /init runs.
+# Sourced by scripts/ktls-test and scripts/bench after common.sh (say, repo_root), not run.
 
 # Copies file $1 into the tree $2 at the same absolute path, following symbolic links, so that
 # the run paths baked into the binaries (/opt/swift/usr/lib/swift/linux) still resolve.
@@ -26,26 +26,32 @@ shared_libraries() {
         <<<"$listing" | sort -u
 }
 
-# Builds the initramfs tree in $1 from: the binaries folder $2, the unpacked kernel package $3,
-# and the module names in the remaining arguments (loaded by /init in the order given here).
+# Builds the initramfs tree of the kTLS checks in $1 from: the binaries folder $2, the unpacked
+# kernel package $3, and the module names in the remaining arguments (loaded by /init in the
+# order given here).
 stage_initramfs() {
     local tree="$1" bin="$2" kernel_root="$3"
     shift 3
-    local programs=("$bin/ota-agent" "$bin/ota-device-sim" "$bin/dice-auth-verifier")
-    local release libraries library modules module vm_parts
+    stage_base "$tree" "$kernel_root" "$@"
+    stage_programs "$tree" /opt/ota/bin "$bin/ota-agent" "$bin/ota-device-sim" \
+        "$bin/dice-auth-verifier"
+    cp "$repo_root/scripts/vm/ktls-checks.sh" "$tree/ktls-checks.sh"
+    chmod 755 "$tree/ktls-checks.sh"
+}
+
+# What every VM needs, in a fresh tree $1: static busybox, /init, the sample certificates and
+# the kernel modules named after the unpacked kernel package $2, with their load order.
+stage_base() {
+    local tree="$1" kernel_root="$2"
+    shift 2
+    local release modules module
     release="$(kernel_release "$kernel_root")"
-    vm_parts="$repo_root/scripts/vm"
-    # Into variables first: a failure in a process substitution would go unnoticed.
-    libraries="$(shared_libraries "${programs[@]}")"
+    # Into a variable first: a failure in a process substitution would go unnoticed.
     modules="$(module_load_order "$kernel_root/lib/modules/$release" "$@")"
 
     rm -rf "$tree"
-    mkdir -p "$tree"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,opt/ota/bin,lib/modules}
+    mkdir -p "$tree"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,lib/modules}
     cp "$(command -v busybox)" "$tree/bin/busybox"
-    cp "${programs[@]}" "$tree/opt/ota/bin/"
-    while IFS= read -r library; do
-        copy_at_same_path "$library" "$tree"
-    done <<<"$libraries"
     cp -r "$repo_root/firmware-sample/certs" "$tree/certs"
 
     : >"$tree/lib/modules/load-order"
@@ -54,9 +60,22 @@ stage_initramfs() {
         printf '/lib/modules/%s\n' "$(basename "$module")" >>"$tree/lib/modules/load-order"
     done <<<"$modules"
 
-    cp "$vm_parts/init" "$tree/init"
-    cp "$vm_parts/ktls-checks.sh" "$tree/ktls-checks.sh"
-    chmod 755 "$tree/init" "$tree/ktls-checks.sh"
+    cp "$repo_root/scripts/vm/init" "$tree/init"
+    chmod 755 "$tree/init"
+}
+
+# Copies the programs (paths after $2) into folder $2 of tree $1, and every shared library they
+# load at its own path.
+stage_programs() {
+    local tree="$1" folder="$2"
+    shift 2
+    local libraries library
+    libraries="$(shared_libraries "$@")"
+    mkdir -p "$tree$folder"
+    cp "$@" "$tree$folder/"
+    while IFS= read -r library; do
+        copy_at_same_path "$library" "$tree"
+    done <<<"$libraries"
 }
 
 # Packs the tree $1 into the uncompressed newc cpio archive $2. Uncompressed because the kernel

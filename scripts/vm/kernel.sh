@@ -1,5 +1,10 @@
-# Debian 12's own kernel for the kTLS test VM, and the modules kernel TLS needs from it.
-# Sourced by scripts/ktls-test after common.sh (say, repo_root; as_root from ktls-test), not run.
+# Debian 12's own kernel for the kernel TLS VMs, and the modules kernel TLS needs from it.
+# Sourced by scripts/ktls-test and scripts/bench after common.sh (say, as_root), not run.
+
+# tls itself, and the AEAD constructions it asks the crypto API for: those are found by name
+# at run time (no symbol dependency modinfo could show), and the VM has no modprobe set up to
+# load them on demand. AES itself is built in. Covers the agent's AES-GCM and ChaCha20-Poly1305.
+ktls_modules=(tls ctr gcm ghash-generic chacha20poly1305 chacha_generic poly1305_generic)
 
 # The real package behind the linux-image-amd64 meta-package, e.g. linux-image-6.1.0-57-amd64.
 kernel_package_name() {
