@@ -24,7 +24,9 @@
 #include <string.h>
 
 #include "ota_core.h"
+#include "ota_core_testing.h"
 #include "record_seal.h"
+#include "tls_backend.h"
 
 #if defined(OTA_BACKEND_MBEDTLS)
 #include <mbedtls/platform_util.h>
@@ -549,6 +551,58 @@ ota_record_seal_gcm(const unsigned char *key, size_t key_length, const unsigned 
     int status = ota_record_sealer_init(&sealer, key, key_length, no_salt, no_sequence);
     if (status == OTA_OK) {
         ota_seal_run(&sealer, iv, aad, aad_length, input, length, output, tag);
+    }
+    ota_record_sealer_wipe(&sealer);
+    return status;
+}
+
+/* ---- for the tests (ota_core_testing.h) ---------------------------------------------------- */
+
+const char *
+ota_testing_seal_unavailable(void)
+{
+    return ota_record_seal_unavailable();
+}
+
+int
+ota_testing_aes_gcm(int engine, const uint8_t *key, size_t key_length, const uint8_t iv[12],
+                    const uint8_t *aad, size_t aad_length, const uint8_t *input, size_t length,
+                    uint8_t *output, uint8_t tag[16])
+{
+    static const uint8_t nothing[1] = {0};
+    uint8_t scratch[1];
+    if (key == NULL || iv == NULL || tag == NULL || (aad == NULL && aad_length > 0) ||
+        ((input == NULL || output == NULL) && length > 0)) {
+        return OTA_ERR_USAGE;
+    }
+    aad = aad != NULL ? aad : nothing;
+    input = input != NULL ? input : nothing;
+    output = output != NULL ? output : scratch;
+    if (engine == OTA_TESTING_GCM_LIBRARY) {
+        return ota_tls_aes_gcm_reference(key, key_length, iv, aad, aad_length, input, length,
+                                         output, tag);
+    }
+    return ota_record_seal_gcm(key, key_length, iv, aad, aad_length, input, length, output,
+                               tag);
+}
+
+int
+ota_testing_seal_records(const uint8_t *key, size_t key_length, const uint8_t salt[4],
+                         uint64_t sequence, uint8_t type, const uint8_t *plaintext,
+                         size_t length, unsigned count, uint8_t *records, size_t capacity,
+                         size_t *used)
+{
+    static const uint8_t nothing[1] = {0};
+    *used = 0;
+    unsigned char start[8];
+    ota_seal_put64(start, sequence);
+    struct ota_record_sealer sealer;
+    int status = ota_record_sealer_init(&sealer, key, key_length, salt, start);
+    for (unsigned index = 0; status == OTA_OK && index < count; index++) {
+        size_t record_length = 0;
+        status = ota_record_seal(&sealer, type, plaintext != NULL ? plaintext : nothing, length,
+                                 records + *used, capacity - *used, &record_length);
+        *used += record_length;
     }
     ota_record_sealer_wipe(&sealer);
     return status;
