@@ -48,7 +48,7 @@ struct ota_conn {
     struct ota_tls_session *session;
     uint8_t *transfer_buffer;
     const char *transfer_path;
-    char transfer_note[128];   /* why the transfer took its path */
+    char transfer_note[256];   /* why the transfer took its path, and who encrypts */
     int stall_timeout_ms;      /* from the last transfer's limits, for the final phase */
     int64_t transfer_deadline; /* the last transfer's whole deadline (INT64_MAX: none) */
     char detail[OTA_DETAIL_SIZE];
@@ -398,6 +398,20 @@ ota_conn_report(const struct ota_progress *progress, uint64_t done, uint64_t tot
     }
 }
 
+/*
+ * Lets the backend choose who encrypts the fallback path's records (the mbedTLS backend's own
+ * AES-GCM sealer, or the library) and adds that to the note after why the kernel does not.
+ */
+static void
+ota_conn_choose_user_engine(ota_conn *conn)
+{
+    char engine[128] = "";
+    ota_tls_session_user_send(conn->session, engine, sizeof(engine));
+    size_t used = strlen(conn->transfer_note);
+    ota_detail_set(conn->transfer_note + used, sizeof(conn->transfer_note) - used, "%srecords: %s",
+                   used > 0 ? "; " : "", engine);
+}
+
 /* The fallback path: pread into one fixed buffer, written as full TLS records. */
 static int
 ota_conn_send_by_pread(ota_conn *conn, const ota_image *image,
@@ -417,6 +431,7 @@ ota_conn_send_by_pread(ota_conn *conn, const ota_image *image,
     }
 
     conn->transfer_path = "pread";
+    ota_conn_choose_user_engine(conn);
     for (uint64_t offset = 0; offset < size;) {
         size_t length = size - offset < block ? (size_t)(size - offset) : block;
         int status = ota_image_read_at(image, conn->transfer_buffer, length, offset);

@@ -93,6 +93,16 @@ int ota_tls_session_kernel_send(struct ota_tls_session *session, char *note, siz
 int ota_tls_session_sendfile(struct ota_tls_session *session, int file_fd, uint64_t offset,
                              size_t length, size_t *sent, char *detail, size_t detail_size);
 
+/*
+ * Called once before the first write of a transfer that the kernel does not encrypt (the
+ * pread path). A backend may take over record encryption here: the mbedTLS backend seals
+ * TLS 1.2 AES-GCM records itself (tls_mbedtls_seal.c), after which mbedTLS never writes on
+ * the socket again. `engine` names what encrypts the records and, when that stays the
+ * library, why; the OpenSSL backend changes nothing.
+ */
+void ota_tls_session_user_send(struct ota_tls_session *session, char *engine,
+                               size_t engine_size);
+
 /* Sends close_notify (does not wait for the peer's). */
 int ota_tls_session_close_notify(struct ota_tls_session *session, char *detail,
                                  size_t detail_size);
@@ -128,6 +138,13 @@ int ota_tls_cert_inspect(const uint8_t *der, size_t length, ota_cert_info *info,
                          size_t detail_size);
 
 const char *ota_tls_backend_name(void);
+
+/* AES-GCM with a 12-byte IV by the backend's library, for checking record_seal.c in tests:
+ * OTA_OK, OTA_ERR_USAGE for a key that is not 16 or 32 bytes, or OTA_ERR_INTERNAL. */
+int ota_tls_aes_gcm_reference(const unsigned char *key, size_t key_length,
+                              const unsigned char iv[12], const unsigned char *aad,
+                              size_t aad_length, const unsigned char *input, size_t length,
+                              unsigned char *output, unsigned char tag[16]);
 
 /* Frees the library's per-thread state of the calling thread (see ota_thread_done). */
 void ota_tls_thread_done(void);

@@ -36,10 +36,12 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/ecp.h>
 #include <mbedtls/error.h>
+#include <mbedtls/gcm.h>
 #include <mbedtls/md.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
@@ -49,6 +51,7 @@
 #include "ota_internal.h"
 #include "tls_backend.h"
 #include "tls_mbedtls_kernel.h"
+#include "tls_mbedtls_seal.h"
 
 #if MBEDTLS_VERSION_NUMBER < 0x021C0000 || MBEDTLS_VERSION_NUMBER >= 0x03000000
 #error "tls_mbedtls.c is written against the mbedTLS 2.28 API"
@@ -104,6 +107,11 @@ struct ota_tls_session {
     int kernel_tried;
     int kernel_tx;
     char kernel_note[128];
+    /* User-space AES-GCM: the sealer owns the transmit side once `seal.active` (the same
+     * hand-off as to the kernel, on the pread path). */
+    struct ota_mbedtls_seal seal;
+    int seal_tried;
+    char seal_engine[128];
     /* The socket call and errno behind the last MBEDTLS_ERR_NET_SEND/RECV_FAILED. */
     const char *failed_call;
     int failed_errno;
@@ -571,6 +579,13 @@ ota_tls_session_read(struct ota_tls_session *session, void *buffer, size_t capac
                      size_t *received, char *detail, size_t detail_size)
 {
     *received = 0;
+    if (session->kernel_tx || session->seal.active) {
+        /* mbedTLS answers some records with an alert of its own (no_renegotiation, a fatal
+         * error), written with its stale sequence number: never once it gave up its output. */
+        ota_detail_set(detail, detail_size,
+                       "mbedtls_ssl_read: the transmit side is no longer mbedTLS's");
+        return OTA_ERR_USAGE;
+    }
     if (capacity == 0) {
         /* mbedtls_ssl_read would return 0, which means end of file. */
         ota_detail_set(detail, detail_size, "mbedtls_ssl_read: no room to read into");
@@ -643,6 +658,11 @@ ota_tls_session_write(struct ota_tls_session *session, const void *buffer, size_
     if (session->kernel_tx) {
         return ota_mbedtls_kernel_write(session, buffer, length, written, detail, detail_size);
     }
+    if (session->seal.active) {
+        return ota_mbedtls_seal_write(&session->seal, session->fd, buffer, length,
+                                      ota_tls_session_max_record(session), written, detail,
+                                      detail_size);
+    }
 
     size_t chunk = length;
     size_t record = ota_tls_session_max_record(session);
@@ -666,6 +686,10 @@ ota_tls_session_close_notify(struct ota_tls_session *session, char *detail, size
         /* mbedTLS must not write on a socket whose records the kernel now numbers. */
         return ota_mbedtls_kernel_close_notify(session->fd, detail, detail_size);
     }
+    if (session->seal.active) {
+        /* Likewise for the sealer: the alert goes out under the next sequence number. */
+        return ota_mbedtls_seal_close_notify(&session->seal, session->fd, detail, detail_size);
+    }
 
     /* After a WANT_WRITE the repeated call flushes the alert already queued. */
     int result = mbedtls_ssl_close_notify(&session->ssl);
@@ -687,6 +711,23 @@ ota_tls_session_kernel_send(struct ota_tls_session *session, char *note, size_t 
     }
     ota_detail_set(note, note_size, "%s", session->kernel_note);
     return session->kernel_tx;
+}
+
+void
+ota_tls_session_user_send(struct ota_tls_session *session, char *engine, size_t engine_size)
+{
+    if (!session->handshake_done || session->kernel_tx) {
+        ota_detail_set(engine, engine_size, "user-space (mbedTLS)");
+        return;
+    }
+    if (!session->seal_tried) {
+        /* Once: after this the kernel hand-off is no longer tried, and the keys are gone. */
+        session->seal_tried = 1;
+        session->kernel_tried = 1;
+        ota_mbedtls_seal_handoff(&session->ssl, &session->tx_keys, &session->seal,
+                                 session->seal_engine, sizeof(session->seal_engine));
+    }
+    ota_detail_set(engine, engine_size, "%s", session->seal_engine);
 }
 
 int
@@ -740,6 +781,9 @@ ota_tls_session_free(struct ota_tls_session *session)
     if (session == NULL) {
         return;
     }
+    /* Keys never handed on (a refused device, a failed transfer) and the sealer's schedule. */
+    mbedtls_platform_zeroize(&session->tx_keys, sizeof(session->tx_keys));
+    ota_mbedtls_seal_wipe(&session->seal);
     mbedtls_ssl_free(&session->ssl);
     free(session);
 }
@@ -783,6 +827,28 @@ ota_tls_sha256_free(struct ota_tls_sha256 *context)
     }
     mbedtls_sha256_free(&context->context);
     free(context);
+}
+
+/* ---- AES-GCM by the library (tests) -------------------------------------------------------- */
+
+int
+ota_tls_aes_gcm_reference(const unsigned char *key, size_t key_length, const unsigned char iv[12],
+                          const unsigned char *aad, size_t aad_length, const unsigned char *input,
+                          size_t length, unsigned char *output, unsigned char tag[16])
+{
+    if (key_length != 16 && key_length != 32) {
+        return OTA_ERR_USAGE;
+    }
+    mbedtls_gcm_context gcm;
+    mbedtls_gcm_init(&gcm);
+    int result = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key,
+                                    (unsigned int)key_length * 8);
+    if (result == 0) {
+        result = mbedtls_gcm_crypt_and_tag(&gcm, MBEDTLS_GCM_ENCRYPT, length, iv, 12, aad,
+                                           aad_length, input, output, 16, tag);
+    }
+    mbedtls_gcm_free(&gcm);
+    return result == 0 ? OTA_OK : OTA_ERR_INTERNAL;
 }
 
 /* ---- certificate inspection ---------------------------------------------------------------- */

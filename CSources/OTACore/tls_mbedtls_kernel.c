@@ -189,7 +189,11 @@ ota_mbedtls_kernel_handoff(mbedtls_ssl_context *ssl, int fd, struct ota_mbedtls_
     }
 
     mbedtls_platform_zeroize(&info, sizeof(info));
-    mbedtls_platform_zeroize(keys, sizeof(*keys));
+    /* Refused, the keys stay for the user-space sealer (tls_mbedtls_seal.c), which wipes them,
+     * as does the session's end. */
+    if (installed) {
+        mbedtls_platform_zeroize(keys, sizeof(*keys));
+    }
     return installed;
 }
 

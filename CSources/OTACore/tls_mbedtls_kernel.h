@@ -36,7 +36,8 @@ void ota_mbedtls_capture_end(void);
 /*
  * Installs the transmit keys and the current record sequence number into the socket's kernel
  * TLS. 1 on success: mbedTLS must never write on that socket again. 0 when the session does
- * not qualify or the kernel refuses; `note` says why. The keys are wiped either way.
+ * not qualify or the kernel refuses; `note` says why. The keys are wiped once installed; a
+ * refusal leaves them for the user-space sealer (ota_mbedtls_seal_handoff), which wipes them.
  */
 int ota_mbedtls_kernel_handoff(mbedtls_ssl_context *ssl, int fd, struct ota_mbedtls_tx_keys *keys,
                                char *note, size_t note_size);

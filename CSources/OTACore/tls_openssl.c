@@ -9,6 +9,7 @@
 #ifdef OTA_BACKEND_OPENSSL
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -453,6 +454,13 @@ ota_tls_session_kernel_send(struct ota_tls_session *session, char *note, size_t 
     return kernel;
 }
 
+void
+ota_tls_session_user_send(struct ota_tls_session *session, char *engine, size_t engine_size)
+{
+    /* OpenSSL's own AES-GCM is already as fast as this machine's (AES-NI, VPCLMULQDQ). */
+    ota_detail_set(engine, engine_size, "user-space (OpenSSL)");
+}
+
 int
 ota_tls_session_sendfile(struct ota_tls_session *session, int file_fd, uint64_t offset,
                          size_t length, size_t *sent, char *detail, size_t detail_size)
@@ -661,6 +669,35 @@ const char *
 ota_tls_backend_name(void)
 {
     return "openssl";
+}
+
+int
+ota_tls_aes_gcm_reference(const unsigned char *key, size_t key_length, const unsigned char iv[12],
+                          const unsigned char *aad, size_t aad_length, const unsigned char *input,
+                          size_t length, unsigned char *output, unsigned char tag[16])
+{
+    if ((key_length != 16 && key_length != 32) || length > INT_MAX || aad_length > INT_MAX) {
+        return OTA_ERR_USAGE;
+    }
+    EVP_CIPHER_CTX *context = EVP_CIPHER_CTX_new();
+    if (context == NULL) {
+        return OTA_ERR_MEMORY;
+    }
+    const EVP_CIPHER *cipher = key_length == 32 ? EVP_aes_256_gcm() : EVP_aes_128_gcm();
+    int ignored = 0;
+    int encrypted = 0;
+    unsigned char final_block[EVP_MAX_BLOCK_LENGTH];
+    int ok = EVP_EncryptInit_ex(context, cipher, NULL, key, iv) == 1;
+    ok = ok && (aad_length == 0 ||
+                EVP_EncryptUpdate(context, NULL, &ignored, aad, (int)aad_length) == 1);
+    ok = ok && (length == 0 ||
+                EVP_EncryptUpdate(context, output, &encrypted, input, (int)length) == 1);
+    /* GCM is a stream mode: the final call writes no byte, only completes the tag. */
+    ok = ok && EVP_EncryptFinal_ex(context, final_block, &ignored) == 1;
+    ok = ok && EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
+    EVP_CIPHER_CTX_free(context);
+    ERR_clear_error();
+    return ok ? OTA_OK : OTA_ERR_INTERNAL;
 }
 
 void
