@@ -214,7 +214,7 @@ func main() -> Never {
                                                notListed: summary.sessionsNotListed,
                                                devicesUpdated: summary.devicesUpdated, startedAt: startedAt)
             do {
-                try ResultFile.write(document, to: path)
+                try ResultFile.write(document, to: path, name: configuration.settingNames[.resultFile])
                 logger.info("result-file", [LogField("path", path)])
             } catch {
                 // The run's exit code still tells its outcome; the log says what is missing.

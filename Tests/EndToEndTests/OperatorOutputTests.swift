@@ -201,7 +201,7 @@ struct OperatorOutputTests {
         defer { child.kill() }
 
         #expect(await child.waitForExit(within: .seconds(10)) == .exited(2), "\(child.transcript)")
-        #expect(child.stderr.text.contains("configuration error: OTA_RESULT_FILE (--result-file)"), "\(child.transcript)")
+        #expect(child.stderr.text.contains("configuration error: OTA_RESULT_FILE: "), "\(child.transcript)")
         #expect(!child.stderr.text.contains("listening"), "\(child.transcript)")
     }
 

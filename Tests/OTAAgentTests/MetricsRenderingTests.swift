@@ -166,7 +166,8 @@ struct MetricsRenderingTests {
         let route: MetricsServer.Route = { $0 == "/healthz" ? .text(200, "ok\n") : nil }
         let answers = [
             ("GET /healthz HTTP/1.1\r\n\r\n", 200), ("GET /healthz?verbose HTTP/1.0\r\n\r\n", 200),
-            ("GET /other HTTP/1.1\r\n\r\n", 404), ("HEAD /healthz HTTP/1.1\r\n\r\n", 405),
+            ("GET /other HTTP/1.1\r\n\r\n", 404), ("HEAD /healthz HTTP/1.1\r\n\r\n", 200),
+            ("POST /healthz HTTP/1.1\r\n\r\n", 405),
             ("GET /healthz HTTP/2.0\r\n\r\n", 400), ("GET healthz HTTP/1.1\r\n\r\n", 400),
             ("GET  /healthz HTTP/1.1\r\n\r\n", 400), ("\r\n\r\n", 400),
         ]
@@ -212,6 +213,47 @@ struct MetricsRenderingTests {
         }
         #expect(stopping < .seconds(1), "stop took \(stopping) (the client's deadline is 5 s)")
         #expect(LoopbackClient.connect(port: port) < 0, "the port is closed after stop")
+    }
+
+    /// A server whose routes answer 200, 503 and (unknown path) 404, for the method tests.
+    static func methodServer() throws -> MetricsServer {
+        try MetricsServer(bindAddress: "::1", port: 0) { path in
+            switch path {
+            case "/healthz": .text(200, "ok\n")
+            case "/readyz": .text(503, "not accepting devices\n")
+            default: nil
+            }
+        }
+    }
+
+    @Test("HEAD gets GET's status line and headers, Content-Length of GET's body, and no body",
+          arguments: ["/healthz", "/readyz", "/nope"])
+    func headIsGetWithoutBody(path: String) async throws {
+        let server = try Self.methodServer()
+        server.start()
+        defer { server.stop() }
+        let port = server.port
+        let get = await Thread.run { LoopbackClient.exchange(port: port, "GET \(path) HTTP/1.1\r\n\r\n") }
+        let head = await Thread.run { LoopbackClient.exchange(port: port, "HEAD \(path) HTTP/1.1\r\n\r\n") }
+        let getParts = get.components(separatedBy: "\r\n\r\n")
+        #expect(getParts.count == 2 && !getParts[1].isEmpty, "\(get)")
+        #expect(getParts[0].contains("\r\nContent-Length: \(getParts[1].utf8.count)\r\n"), "\(get)")
+        #expect(head == getParts[0] + "\r\n\r\n", "HEAD: \(head)\nGET: \(get)")
+    }
+
+    @Test("a method other than GET and HEAD is answered 405 with Allow: GET, HEAD",
+          arguments: ["POST", "PUT", "DELETE", "OPTIONS", "get", "TRACE"])
+    func otherMethodsAreNotAllowed(method: String) async throws {
+        let server = try Self.methodServer()
+        server.start()
+        defer { server.stop() }
+        let port = server.port
+        let answer = await Thread.run {
+            LoopbackClient.exchange(port: port, "\(method) /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        }
+        #expect(answer.hasPrefix("HTTP/1.1 405 Method Not Allowed\r\n"), "\(answer)")
+        #expect(answer.contains("\r\nAllow: GET, HEAD\r\n"), "\(answer)")
+        #expect(!answer.contains("\r\n\r\nok\n"), "\(answer)")
     }
 }
 
