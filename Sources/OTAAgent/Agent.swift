@@ -226,8 +226,10 @@ public final class Agent: @unchecked Sendable {
               let host = url.host?.lowercased() else { return }
         let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1" || host == "[::1]"
         guard !loopback else { return }
-        logger.warning("dice-auth-plain-http", [LogField("url", RedactedURL.text(configuration.diceAuthURL)), LogField("reason",
-            "verdicts travel unauthenticated: anyone on the path can approve any device; use https")])
+        logger.warning("dice-auth-plain-http", [
+            LogField("url", RedactedURL.text(configuration.diceAuthURL)),
+            LogField("reason", "verdicts travel unauthenticated: anyone on the path can approve any device; use https"),
+        ])
     }
 
     private func checkReadableFile(_ path: String, name: String) throws(AgentError) {

@@ -478,7 +478,8 @@ struct SettingValues {
         switch text.lowercased() {
         case "1", "true", "yes", "on": return true
         case "0", "false", "no", "off": return false
-        default: throw .configuration("\(name(of: flag)): '\(text)' is not 1 or 0 (true or false, yes or no, on or off)")
+        default:
+            throw .configuration("\(name(of: flag)): '\(text)' is not 1 or 0 (true or false, yes or no, on or off)")
         }
     }
 

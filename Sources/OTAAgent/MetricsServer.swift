@@ -379,9 +379,9 @@ struct HTTPRequestHead: Equatable {
             if bytes[index] == UInt8(ascii: "\n") {
                 let next = index + 1
                 if next < bytes.count && bytes[next] == UInt8(ascii: "\n") { return index }
-                if next + 1 < bytes.count && bytes[next] == UInt8(ascii: "\r") && bytes[next + 1] == UInt8(ascii: "\n") {
-                    return index
-                }
+                let crlf = next + 1 < bytes.count && bytes[next] == UInt8(ascii: "\r")
+                    && bytes[next + 1] == UInt8(ascii: "\n")
+                if crlf { return index }
             }
             index += 1
         }

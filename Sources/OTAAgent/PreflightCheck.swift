@@ -111,8 +111,9 @@ public struct PreflightCheck {
             let certificate = credentials.certificate
             identity = (certificate, credentials.certificateNamesOTAAgent)
             results.append(CheckResult("certificate-and-key", .ok, "\(certificate.subject) (fp "
-                + "\(certificate.shortFingerprint)) and its key load and match; TLS \(configuration.tls.minimumVersion.rawValue) "
-                + "and up, \(credentials.ciphers.split(separator: ":").count) suites"))
+                + "\(certificate.shortFingerprint)) and its key load and match; "
+                + "TLS \(configuration.tls.minimumVersion.rawValue) and up, "
+                + "\(credentials.ciphers.split(separator: ":").count) suites"))
         } catch {
             results.append(CheckResult("certificate-and-key", .fail, error.message))
             identity = Self.inspectCertificateFile(configuration.certificatePath)
@@ -194,7 +195,9 @@ public struct PreflightCheck {
         }
         var files: [String] = []
         if let ca = settings.caPath { files.append("CA \(ca)") }
-        if let certificate = settings.clientCertificatePath { files.append("client certificate \(certificate) with its key") }
+        if let certificate = settings.clientCertificatePath {
+            files.append("client certificate \(certificate) with its key")
+        }
         return [CheckResult("dice-auth-files", .ok, files.joined(separator: ", ") + ": readable")]
     }
 
@@ -237,7 +240,8 @@ public struct PreflightCheck {
             let listener = try Listener(bindAddress: configuration.bindAddress, port: configuration.port,
                                         backlog: 1, settingName: configuration.listenerSettingName)
             held = listener
-            let which = configuration.port == 0 ? "an ephemeral port (\(listener.port) this time)" : "port \(listener.port)"
+            let which = configuration.port == 0 ? "an ephemeral port (\(listener.port) this time)"
+                : "port \(listener.port)"
             results.append(CheckResult("port", .ok, "\(which) on \(address) can be bound (bound and released)"))
         } catch {
             results.append(CheckResult("port", .fail, error.message))

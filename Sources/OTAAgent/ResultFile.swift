@@ -134,7 +134,9 @@ public enum ResultFile {
         var offset = 0
         var failure: Int32 = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress! + offset, bytes.count - offset) }
+            let written = bytes.withUnsafeBytes {
+                Glibc.write(descriptor, $0.baseAddress! + offset, bytes.count - offset)
+            }
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else {
                 failure = errno

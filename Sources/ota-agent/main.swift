@@ -136,7 +136,8 @@ func check(_ configuration: AgentConfiguration) -> Never {
         if configuration.logFormat == .json {
             line = result.jsonLine
         } else {
-            line = "\(result.mark.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0)) \(result.name): \(result.detail)"
+            let mark = result.mark.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0)
+            line = "\(mark) \(result.name): \(result.detail)"
         }
         print(line)
         fflush(nil)

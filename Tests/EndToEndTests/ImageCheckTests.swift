@@ -74,7 +74,8 @@ struct ImageCheckTests {
         let message = try await refusal(environment)
         #expect(message.contains("ota-agent: configuration error: NEW_FIRMWARE_PATH: \(image.path) "
             + "is not a valid ESP-IDF app image: \(defect.detail)"), "\(message)")
-        #expect(message.contains("--allow-any-image"), "the refusal does not say how to serve other formats: \(message)")
+        #expect(message.contains("--allow-any-image"),
+                "the refusal does not say how to serve other formats: \(message)")
 
         // The same file served on purpose: a flag or the variable turns the check off.
         let viaFlag = try await starting(environment, arguments: ["--allow-any-image"])

@@ -265,10 +265,11 @@ struct MetricsTests {
         }
         let run = try await fleet
         #expect(run.devices.filter { $0.outcome == "updated" }.count == devices, "\(run.transcript.suffix(2000))")
-        #expect(mostInFlight >= Double(min(10, devices)), "transfers_in_flight never above \(mostInFlight) in \(scrapes) scrapes")
+        #expect(mostInFlight >= Double(min(10, devices)),
+                "transfers_in_flight never above \(mostInFlight) in \(scrapes) scrapes")
         #expect(slowest < .seconds(1), "slowest of \(scrapes) scrapes took \(slowest)")
-        print("metrics-responsiveness devices=\(devices) scrapes=\(scrapes) slowest_ms=\(Int(slowest.timeInterval * 1000)) "
-            + "most_in_flight=\(Int(mostInFlight))")
+        print("metrics-responsiveness devices=\(devices) scrapes=\(scrapes) "
+            + "slowest_ms=\(Int(slowest.timeInterval * 1000)) most_in_flight=\(Int(mostInFlight))")
     }
 
     @Test func aMetricsPortInUseIsAConfigurationError() async throws {

@@ -26,7 +26,8 @@ struct MetricsSettingsParserTests {
 
     @Test("a bad port or address is refused naming how it was given",
           arguments: [("--metrics-port", "OTA_METRICS_PORT", "65536"), ("--metrics-port", "OTA_METRICS_PORT", "-1"),
-                      ("--metrics-port", "OTA_METRICS_PORT", "http"), ("--metrics-bind", "OTA_METRICS_BIND", "localhost"),
+                      ("--metrics-port", "OTA_METRICS_PORT", "http"),
+                      ("--metrics-bind", "OTA_METRICS_BIND", "localhost"),
                       ("--metrics-bind", "OTA_METRICS_BIND", "127.0.0.1:9464"),
                       ("--metrics-bind", "OTA_METRICS_BIND", "*")])
     func badValues(flag: String, variable: String, value: String) {
