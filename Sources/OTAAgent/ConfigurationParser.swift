@@ -127,35 +127,36 @@ public enum ConfigurationParser {
         try build(SettingValues(flags: flags, environment: environment))
     }
 
-    /// Each flag's values, in order; only a repeatable flag has more than one. Values are
-    /// trimmed of surrounding white space, as the environment's are (see `SettingValues`).
+    /// Each flag's values, in order, as given (`SettingValues` trims them); only a repeatable
+    /// flag has more than one: a single-value flag given twice is refused, not silently the last.
     private static func flagValues(_ arguments: [String]) throws(AgentError) -> [String: [String]] {
         var flags: [String: [String]] = [:]
         var index = 0
         while index < arguments.count {
             let argument = arguments[index]
             index += 1
-            let (flag, value) = try flagValue(argument, next: index < arguments.count ? arguments[index] : nil)
-            if value.tookNext { index += 1 }
+            let (flag, value, tookNext) = try flagValue(argument,
+                                                        next: index < arguments.count ? arguments[index] : nil)
+            if tookNext { index += 1 }
             if flags[flag] != nil && !repeatable.contains(flag) {
                 let alias = flag == "--mode" ? " (--serve is --mode serve)" : ""
                 throw .configuration("option \(flag) is given more than once\(alias): give it once "
                     + "(only \(repeatable.sorted().joined(separator: " and ")) repeat)")
             }
-            flags[flag, default: []].append(value.text)
+            flags[flag, default: []].append(value)
         }
         return flags
     }
 
     /// One option and its value, which may be the next argument (`tookNext`).
     private static func flagValue(_ argument: String, next: String?) throws(AgentError)
-        -> (String, (text: String, tookNext: Bool))
+        -> (flag: String, value: String, tookNext: Bool)
     {
-        if argument == "--serve" { return ("--mode", (AgentMode.serve.rawValue, false)) }
+        if argument == "--serve" { return ("--mode", AgentMode.serve.rawValue, false) }
         let (flag, inlineValue) = split(argument)
         if let on = switches[flag] {
             // Alone it turns the setting on; "--flag=0" spells it out, as the variable does.
-            return (flag, (inlineValue ?? on, false))
+            return (flag, inlineValue ?? on, false)
         }
         guard argument.hasPrefix("-") else {
             if argument == "check" {
@@ -172,7 +173,7 @@ public enum ConfigurationParser {
         guard !SettingValues.trimmed(value).isEmpty else {
             throw .configuration("option \(flag) needs a value (leave the option out for its default)")
         }
-        return (flag, (value, inlineValue == nil))
+        return (flag, value, inlineValue == nil)
     }
 
     private static func split(_ argument: String) -> (String, String?) {
