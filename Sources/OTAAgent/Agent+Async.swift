@@ -57,7 +57,8 @@ extension Agent {
     func makeMetricsServer() throws(AgentError) -> MetricsServer? {
         guard let port = configuration.metricsPort else { return nil }
         let metrics = hub.metrics
-        return try MetricsServer(bindAddress: configuration.metricsBindAddress, port: port) { path in
+        return try MetricsServer(bindAddress: configuration.metricsBindAddress, port: port,
+                                 settingName: configuration.metricsListenerSettingName) { path in
             switch path {
             case "/metrics":
                 return MetricsServer.Reply(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",

@@ -76,10 +76,12 @@ public final class Agent: @unchecked Sendable {
 
     /// Opens the image, loads the certificate and key, and binds the listener.
     public func start() throws(AgentError) {
-        try ResultFile.checkWritable(configuration.resultFilePath, inputs: configuration.inputFiles)
+        try ResultFile.checkWritable(configuration.resultFilePath, inputs: configuration.inputFiles,
+                                     name: configuration.settingNames[.resultFile])
         try checkDiceAuthFiles()
         try checkProofSupport()
-        let image = try FirmwareImage(path: configuration.imagePath)
+        let image = try FirmwareImage(path: configuration.imagePath,
+                                      settingName: configuration.settingNames[.firmwarePath])
         // A file that is no app image at all is refused before it is copied or hashed whole
         // (its first bytes tell); the copy is then checked again, as it is what is served.
         if !configuration.allowAnyImage && !configuration.imageInPlace { _ = try image.checkAppFormat() }
@@ -89,12 +91,14 @@ public final class Agent: @unchecked Sendable {
         startedImage = ImageIdentity(path: image.path, size: image.size, sha256: digest)
         try checkExpectedDigest(digest, of: image)
         let credentials = try ServerCredentials(certificatePath: configuration.certificatePath,
-                                                keyPath: configuration.keyPath, tls: configuration.tls)
+                                                keyPath: configuration.keyPath, tls: configuration.tls,
+                                                names: configuration.settingNames)
         let cancel = try CancelSource()
         // Devices beyond the session bound wait in the listen queue; the kernel caps the
         // backlog at its somaxconn.
         let listener = try Listener(bindAddress: configuration.bindAddress, port: configuration.port,
-                                    backlog: Int32(clamping: max(1024, configuration.maxConcurrent)))
+                                    backlog: Int32(clamping: max(1024, configuration.maxConcurrent)),
+                                    settingName: configuration.listenerSettingName)
         let client = DiceAuthClient(url: configuration.diceAuthURL, settings: configuration.diceAuth)
         var context = SessionContext(credentials: credentials, image: image, diceAuth: client,
                                      handshakes: FairGate(limit: configuration.maxHandshakes),
@@ -122,14 +126,15 @@ public final class Agent: @unchecked Sendable {
     /// them per connection, and their contents are never logged.
     func checkDiceAuthFiles() throws(AgentError) {
         let settings = configuration.diceAuth
-        let certificateName = "\(EnvironmentKey.diceAuthClientCertificatePath.rawValue) (--dice-auth-client-cert)"
-        let keyName = "\(EnvironmentKey.diceAuthClientKeyPath.rawValue) (--dice-auth-client-key)"
+        let names = configuration.settingNames
+        let certificateName = names[.diceAuthClientCertificatePath]
+        let keyName = names[.diceAuthClientKeyPath]
         // The parser checks this too; a library caller may have filled the settings directly.
         guard (settings.clientCertificatePath == nil) == (settings.clientKeyPath == nil) else {
             throw .configuration("\(certificateName) and \(keyName) go together: give both or neither")
         }
         let files: [(String?, String)] = [
-            (settings.caPath, "\(EnvironmentKey.diceAuthCAPath.rawValue) (--dice-auth-ca)"),
+            (settings.caPath, names[.diceAuthCAPath]),
             (settings.clientCertificatePath, certificateName),
             (settings.clientKeyPath, keyName),
         ]
@@ -177,7 +182,7 @@ public final class Agent: @unchecked Sendable {
     /// from one that never asks would refuse every device.
     func checkProofSupport() throws(AgentError) {
         guard configuration.devicePolicy.requireProof, !DeviceConnection.backendSupportsProof else { return }
-        throw .configuration("\(EnvironmentKey.requireProof.rawValue) (--require-proof): the "
+        throw .configuration("\(configuration.settingNames[.requireProof]): the "
             + "\(String(cString: ota_backend_name())) build cannot check proof of possession: "
             + "Debian's mbedTLS 2.28 cannot accept a DICE certificate as a TLS client certificate "
             + "(it fails the handshake on the certificate's unknown critical extension), so this "
@@ -221,8 +226,10 @@ public final class Agent: @unchecked Sendable {
               let host = url.host?.lowercased() else { return }
         let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1" || host == "[::1]"
         guard !loopback else { return }
-        logger.warning("dice-auth-plain-http", [LogField("url", RedactedURL.text(configuration.diceAuthURL)), LogField("reason",
-            "verdicts travel unauthenticated: anyone on the path can approve any device; use https")])
+        logger.warning("dice-auth-plain-http", [
+            LogField("url", RedactedURL.text(configuration.diceAuthURL)),
+            LogField("reason", "verdicts travel unauthenticated: anyone on the path can approve any device; use https"),
+        ])
     }
 
     private func checkReadableFile(_ path: String, name: String) throws(AgentError) {
@@ -241,7 +248,7 @@ public final class Agent: @unchecked Sendable {
     /// The file an orchestrator meant to serve, or none: a digest given at start must match.
     func checkExpectedDigest(_ digest: String, of image: FirmwareImage) throws(AgentError) {
         guard let expected = configuration.expectedSHA256, expected != digest else { return }
-        throw .configuration("\(EnvironmentKey.expectedSHA256.rawValue) (--expected-sha256): \(image.path) has "
+        throw .configuration("\(configuration.settingNames[.expectedSHA256]): \(image.path) has "
             + "SHA-256 \(digest), expected \(expected)")
     }
 

@@ -53,6 +53,8 @@ public struct AgentConfiguration: Sendable {
     /// Where the CLI writes its JSON summary of the run on exit; checked writable at start.
     public var resultFilePath: String?
     public var logLevel: LogLevel = .info
+    /// How messages name each setting: as the command line or the environment gave it.
+    public var settingNames = SettingNames()
 
     /// Eight per core: enough to keep the cores busy while handshakes wait on slow devices'
     /// round trips, few enough that each finishes in milliseconds of CPU.
@@ -62,14 +64,28 @@ public struct AgentConfiguration: Sendable {
 
     /// The files the agent reads, each with the setting that names it.
     var inputFiles: [(setting: String, path: String)] {
-        var files = [(EnvironmentKey.firmwarePath.rawValue, imagePath),
-                     (EnvironmentKey.certificatePath.rawValue, certificatePath),
-                     (EnvironmentKey.keyPath.rawValue, keyPath)]
-        let optional: [(EnvironmentKey, String?)] = [(.diceAuthCAPath, diceAuth.caPath),
-                                                     (.diceAuthClientCertificatePath, diceAuth.clientCertificatePath),
-                                                     (.diceAuthClientKeyPath, diceAuth.clientKeyPath)]
-        for case let (key, path?) in optional { files.append((key.rawValue, path)) }
-        return files.map { (setting: $0.0, path: $0.1) }
+        let files: [(EnvironmentKey, String?)] = [
+            (.firmwarePath, imagePath), (.certificatePath, certificatePath), (.keyPath, keyPath),
+            (.diceAuthCAPath, diceAuth.caPath),
+            (.diceAuthClientCertificatePath, diceAuth.clientCertificatePath),
+            (.diceAuthClientKeyPath, diceAuth.clientKeyPath),
+        ]
+        return files.compactMap { key, path in path.map { (setting: settingNames[key], path: $0) } }
+    }
+
+    /// The settings a failure to bind the device port is about.
+    var listenerSettingName: String {
+        let port = settingNames[.port]
+        return bindAddress == nil ? port : "\(settingNames[.bindAddress]) / \(port)"
+    }
+
+    /// The settings a failure to bind the metrics port is about.
+    var metricsListenerSettingName: String { Self.metricsListenerSettingName(settingNames) }
+
+    static var defaultMetricsListenerSettingName: String { metricsListenerSettingName(SettingNames()) }
+
+    private static func metricsListenerSettingName(_ names: SettingNames) -> String {
+        "\(names[.metricsBindAddress]) / \(names[.metricsPort])"
     }
 
     public init(imagePath: String, diceAuthURL: String, certificatePath: String, keyPath: String) {
@@ -77,6 +93,27 @@ public struct AgentConfiguration: Sendable {
         self.diceAuthURL = diceAuthURL
         self.certificatePath = certificatePath
         self.keyPath = keyPath
+    }
+}
+
+/// How a message names a setting: the way it was given, the flag from the command line or the
+/// variable from the environment, so the operator looks in the right place. A setting not given
+/// (a default, or a configuration filled in code) is named both ways, "VARIABLE (--flag)", as
+/// either would set it.
+public struct SettingNames: Sendable, Equatable {
+    private var given: [EnvironmentKey: String] = [:]
+
+    public init() {}
+
+    /// Records that `key`'s setting came as `name` (its flag or its variable).
+    mutating func record(_ key: EnvironmentKey, givenAs name: String) { given[key] = name }
+
+    public subscript(key: EnvironmentKey) -> String {
+        if let name = given[key] { return name }
+        guard let flag = ConfigurationParser.settings.first(where: { $0.key == key })?.flag else {
+            return key.rawValue
+        }
+        return "\(key.rawValue) (\(flag))"
     }
 }
 

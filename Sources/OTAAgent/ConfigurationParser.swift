@@ -87,11 +87,11 @@ public enum ConfigurationParser {
                 help: "refuse legacy devices: serve only those proving their key in the TLS "
                     + "handshake (OpenSSL build; variable: 1 or 0)"),
         Setting(flag: "--expect-device", key: .expectedDevices, value: "SHA256",
-                help: "serve only this certificate (SHA-256 of its DER, hex); repeatable, "
-                    + "variable comma-separated"),
+                help: "serve only these certificates (SHA-256 of the DER, hex), comma-separated; "
+                    + "the flag repeatable"),
         Setting(flag: "--allow-peer", key: .deviceAddress, value: "ADDRESS",
-                help: "serve only connections from this numeric address; repeatable, "
-                    + "variable comma-separated"),
+                help: "serve only connections from these numeric addresses, comma-separated; "
+                    + "the flag repeatable"),
         Setting(flag: "--log-level", key: .logLevel, value: "LEVEL",
                 help: "debug, info, warning or error (default info)"),
         Setting(flag: "--log-format", key: .logFormat, value: "text|json",
@@ -121,60 +121,59 @@ public enum ConfigurationParser {
         return .run(try build(try flagValues(arguments), environment: environment))
     }
 
-    private static func build(_ flags: [String: String], environment: [String: String]) throws(AgentError)
-        -> AgentConfiguration
+    private static func build(_ flags: [String: [String]], environment: [String: String])
+        throws(AgentError) -> AgentConfiguration
     {
         try build(SettingValues(flags: flags, environment: environment))
     }
 
-    /// The flags' values by flag, repeatable ones joined with commas.
-    private static func flagValues(_ arguments: [String]) throws(AgentError) -> [String: String] {
-        var flags: [String: String] = [:]
+    /// Each flag's values, in order, as given (`SettingValues` trims them); only a repeatable
+    /// flag has more than one: a single-value flag given twice is refused, not silently the last.
+    private static func flagValues(_ arguments: [String]) throws(AgentError) -> [String: [String]] {
+        var flags: [String: [String]] = [:]
         var index = 0
         while index < arguments.count {
             let argument = arguments[index]
             index += 1
-            switch argument {
-            case "--serve":
-                flags["--mode"] = AgentMode.serve.rawValue
-                continue
-            default: break
+            let (flag, value, tookNext) = try flagValue(argument,
+                                                        next: index < arguments.count ? arguments[index] : nil)
+            if tookNext { index += 1 }
+            if flags[flag] != nil && !repeatable.contains(flag) {
+                let alias = flag == "--mode" ? " (--serve is --mode serve)" : ""
+                throw .configuration("option \(flag) is given more than once\(alias): give it once "
+                    + "(only \(repeatable.sorted().joined(separator: " and ")) repeat)")
             }
-
-            let (flag, inlineValue) = split(argument)
-            if let on = switches[flag] {
-                // Alone it turns the setting on; "--flag=0" spells it out, as the variable does.
-                flags[flag] = inlineValue ?? on
-                continue
-            }
-            guard argument.hasPrefix("-") else {
-                if argument == "check" {
-                    throw .configuration("'check' must come first: ota-agent check [options]")
-                }
-                throw .configuration("unexpected argument '\(argument)': every setting is an option (see --help)")
-            }
-            guard settings.contains(where: { $0.flag == flag }) else {
-                throw .configuration("unknown option '\(argument)' (see --help)")
-            }
-            let value: String
-            if let inlineValue {
-                value = inlineValue
-            } else if index < arguments.count {
-                value = arguments[index]
-                index += 1
-            } else {
-                throw .configuration("option \(flag) needs a value")
-            }
-            guard !value.isEmpty else {
-                throw .configuration("option \(flag) needs a value (leave the option out for its default)")
-            }
-            if repeatable.contains(flag), let earlier = flags[flag] {
-                flags[flag] = "\(earlier),\(value)"
-            } else {
-                flags[flag] = value
-            }
+            flags[flag, default: []].append(value)
         }
         return flags
+    }
+
+    /// One option and its value, which may be the next argument (`tookNext`).
+    private static func flagValue(_ argument: String, next: String?) throws(AgentError)
+        -> (flag: String, value: String, tookNext: Bool)
+    {
+        if argument == "--serve" { return ("--mode", AgentMode.serve.rawValue, false) }
+        let (flag, inlineValue) = split(argument)
+        if let on = switches[flag] {
+            // Alone it turns the setting on; "--flag=0" spells it out, as the variable does.
+            return (flag, inlineValue ?? on, false)
+        }
+        guard argument.hasPrefix("-") else {
+            if argument == "check" {
+                throw .configuration("'check' must come first: ota-agent check [options]")
+            }
+            throw .configuration("unexpected argument '\(argument)': every setting is an option (see --help)")
+        }
+        guard settings.contains(where: { $0.flag == flag }) else {
+            throw .configuration("unknown option '\(argument)' (see --help)")
+        }
+        guard let value = inlineValue ?? next else {
+            throw .configuration("option \(flag) needs a value")
+        }
+        guard !SettingValues.trimmed(value).isEmpty else {
+            throw .configuration("option \(flag) needs a value (leave the option out for its default)")
+        }
+        return (flag, value, inlineValue == nil)
     }
 
     private static func split(_ argument: String) -> (String, String?) {
@@ -197,7 +196,7 @@ public enum ConfigurationParser {
         configuration.imageInPlace = try values.boolean("--image-in-place") ?? false
 
         if let port = try values.integer("--port", in: 0...65535) { configuration.port = UInt16(port) }
-        configuration.bindAddress = values.string("--bind")
+        configuration.bindAddress = try values.address("--bind")
         try metrics(values, into: &configuration)
         if let mode = values.string("--mode") {
             guard let parsed = AgentMode(rawValue: mode) else {
@@ -248,6 +247,7 @@ public enum ConfigurationParser {
             configuration.logFormat = parsed
         }
         configuration.resultFilePath = values.string("--result-file")
+        configuration.settingNames = values.names
         return configuration
     }
 
@@ -269,10 +269,7 @@ public enum ConfigurationParser {
             if !policy.expectedDevices.contains(fingerprint) { policy.expectedDevices.append(fingerprint) }
         }
         for item in try values.list("--allow-peer") {
-            guard let address = PeerAddress(item) else {
-                throw .configuration("\(values.name(of: "--allow-peer")): '\(item)' is not a numeric "
-                    + "IPv4 or IPv6 address")
-            }
+            let address = try values.address(item, of: "--allow-peer").value
             if !policy.allowedPeers.contains(address) { policy.allowedPeers.append(address) }
         }
         return policy
@@ -285,15 +282,7 @@ public enum ConfigurationParser {
         if let port = try values.integer("--metrics-port", in: 0...65535) {
             configuration.metricsPort = UInt16(port)
         }
-        guard let text = values.string("--metrics-bind") else { return }
-        // As the listener takes it: no brackets around an IPv6 address, no spaces.
-        var address = text.trimmingCharacters(in: .whitespaces)
-        if address.hasPrefix("[") && address.hasSuffix("]") { address = String(address.dropFirst().dropLast()) }
-        guard PeerAddress(address) != nil else {
-            throw .configuration("\(values.name(of: "--metrics-bind")): '\(text)' is not a numeric "
-                + "IPv4 or IPv6 address")
-        }
-        configuration.metricsBindAddress = address
+        if let address = try values.address("--metrics-bind") { configuration.metricsBindAddress = address }
     }
 
     private static func deadlines(_ values: SettingValues) throws(AgentError) -> Deadlines {
@@ -373,9 +362,17 @@ public enum ConfigurationParser {
 }
 
 /// Flag values over environment values, with typed readers whose errors name the source.
+///
+/// Every value is trimmed of surrounding white space (spaces, tabs, line breaks), from a flag
+/// or a variable alike: a variable written in a Kubernetes manifest or filled from a file often
+/// ends in a newline, and no setting's value begins or ends with white space on purpose. A value
+/// that is only white space counts as empty (unset, for a variable).
 struct SettingValues {
-    let flags: [String: String]
+    /// Each flag's values as given; only a repeatable flag has more than one.
+    let flags: [String: [String]]
     let environment: [String: String]
+
+    static func trimmed(_ text: String) -> String { text.trimmingCharacters(in: .whitespacesAndNewlines) }
 
     private func setting(_ flag: String) -> ConfigurationParser.Setting {
         ConfigurationParser.settings.first { $0.flag == flag }!
@@ -387,9 +384,21 @@ struct SettingValues {
         return setting(flag).key.map { "\($0.rawValue)" } ?? flag
     }
 
+    /// Each setting that was given, named as it was given (see `SettingNames`).
+    var names: SettingNames {
+        var names = SettingNames()
+        for setting in ConfigurationParser.settings {
+            guard let key = setting.key, string(setting.flag) != nil else { continue }
+            names.record(key, givenAs: name(of: setting.flag))
+        }
+        return names
+    }
+
+    /// The value of a single-value setting, trimmed; nil when not given or empty.
     func string(_ flag: String) -> String? {
-        if let value = flags[flag] { return value.isEmpty ? nil : value }
-        return setting(flag).key.flatMap { environment[$0] }
+        let given = flags[flag].map { $0.joined(separator: ",") } ?? setting(flag).key.flatMap { environment[$0] }
+        guard let value = given.map(Self.trimmed), !value.isEmpty else { return nil }
+        return value
     }
 
     /// Fails naming every one of `flags` that has no value, not just the first.
@@ -417,15 +426,42 @@ struct SettingValues {
         return value
     }
 
-    /// A comma-separated list; an empty item (",," or a trailing comma) is an error.
+    /// A list setting's items: each value (of the variable, or of each time the flag is given)
+    /// is a comma-separated list; an empty item (",," or a trailing comma) is an error.
     func list(_ flag: String) throws(AgentError) -> [String] {
-        guard let text = string(flag) else { return [] }
-        let items = text.split(separator: ",", omittingEmptySubsequences: false)
-            .map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !items.contains(where: \.isEmpty) else {
-            throw .configuration("\(name(of: flag)): '\(text)' has an empty item in its comma-separated list")
+        let given = flags[flag] ?? setting(flag).key.flatMap { environment[$0] }.map { [$0] } ?? []
+        var items: [String] = []
+        for text in given.map(Self.trimmed) where !text.isEmpty {
+            let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { Self.trimmed(String($0)) }
+            guard !parts.contains(where: \.isEmpty) else {
+                throw .configuration("\(name(of: flag)): '\(text)' has an empty item in its comma-separated list")
+            }
+            items += parts
         }
         return items
+    }
+
+    /// A numeric address setting as the listener takes it (see `address(_:of:)`).
+    func address(_ flag: String) throws(AgentError) -> String? {
+        guard let text = string(flag) else { return nil }
+        return try address(text, of: flag).text
+    }
+
+    /// `text` as a numeric address: IPv4 in full dotted-quad form ("127.0.0.1"; not "127.1"
+    /// or "0x7f.1", which inet_aton and getaddrinfo would take) or IPv6 in its standard text
+    /// forms, as inet_pton reads them, optionally in brackets ("[::1]"); returned without the
+    /// brackets, and as a value. One rule for every address setting, so one accepted for --bind
+    /// is accepted for --allow-peer. No host names, ports or prefixes; no IPv6 zone ("%eth0"),
+    /// so a link-local address cannot be bound: reading the zone with if_nametoindex and
+    /// passing it to the listener as the scope id would lift that.
+    func address(_ text: String, of flag: String) throws(AgentError) -> (text: String, value: PeerAddress) {
+        let bracketed = text.hasPrefix("[") && text.hasSuffix("]")
+        let address = bracketed ? String(text.dropFirst().dropLast()) : text
+        guard let value = PeerAddress(numeric: address), !bracketed || address.contains(":") else {
+            throw .configuration("\(name(of: flag)): '\(text)' is not a numeric IPv4 address "
+                + "(dotted quad, as 192.0.2.7) or IPv6 address (as 2001:db8::7 or [2001:db8::7])")
+        }
+        return (address, value)
     }
 
     func integer(_ flag: String, in range: ClosedRange<Int>) throws(AgentError) -> Int? {
@@ -443,7 +479,8 @@ struct SettingValues {
         switch text.lowercased() {
         case "1", "true", "yes", "on": return true
         case "0", "false", "no", "off": return false
-        default: throw .configuration("\(name(of: flag)): '\(text)' is not 1 or 0 (true or false, yes or no, on or off)")
+        default:
+            throw .configuration("\(name(of: flag)): '\(text)' is not 1 or 0 (true or false, yes or no, on or off)")
         }
     }
 

@@ -29,31 +29,27 @@ final class ServerCredentials: @unchecked Sendable {
     let raw: OpaquePointer
 
     /// `tls` narrows the core's TLS policy; the core refuses anything that would widen it.
-    init(certificatePath: String, keyPath: String, tls: TLSPolicySettings = TLSPolicySettings()) throws(AgentError) {
+    /// A failure is named by the setting it is about, as `names` has it.
+    init(certificatePath: String, keyPath: String, tls: TLSPolicySettings = TLSPolicySettings(),
+         names: SettingNames = SettingNames()) throws(AgentError)
+    {
         let minimum = tls.minimumVersion == .tls13 ? OTA_TLS_1_3 : OTA_TLS_1_2
         let result = construct {
             ota_server_config_new_with_policy(certificatePath, keyPath, tls.ciphers, minimum, $0, $1, $2)
         }
         switch result {
         case .success(let handle): raw = handle
-        case .failure(let failure): throw .configuration("\(Self.settingName(failure.detail)): \(failure.detail)")
+        case .failure(let failure):
+            throw .configuration("\(Self.settingName(failure.detail, names)): \(failure.detail)")
         }
     }
 
     /// Which setting a credentials failure is about, for the message.
-    private static func settingName(_ detail: String) -> String {
-        let certificate = "\(EnvironmentKey.certificatePath.rawValue) (--cert)"
-        let key = "\(EnvironmentKey.keyPath.rawValue) (--key)"
-        if detail.hasPrefix("tls ciphers:") {
-            return "\(EnvironmentKey.tlsCiphers.rawValue) (--tls-ciphers)"
-        }
-        if detail.hasPrefix("tls min version:") {
-            return "\(EnvironmentKey.tlsMinVersion.rawValue) (--tls-min-version)"
-        }
-        if detail.hasPrefix("certificate and key:") {
-            return "\(certificate) / \(key)"
-        }
-        return detail.hasPrefix("private key:") ? key : certificate
+    private static func settingName(_ detail: String, _ names: SettingNames) -> String {
+        if detail.hasPrefix("tls ciphers:") { return names[.tlsCiphers] }
+        if detail.hasPrefix("tls min version:") { return names[.tlsMinVersion] }
+        if detail.hasPrefix("certificate and key:") { return "\(names[.certificatePath]) / \(names[.keyPath])" }
+        return detail.hasPrefix("private key:") ? names[.keyPath] : names[.certificatePath]
     }
 
     deinit { ota_server_config_free(raw) }
@@ -77,18 +73,21 @@ final class ServerCredentials: @unchecked Sendable {
 final class FirmwareImage: @unchecked Sendable {
     let raw: OpaquePointer
     let path: String
+    /// The setting that named the file, for messages about it.
+    let settingName: String
 
-    init(path: String) throws(AgentError) {
+    init(path: String, settingName: String = SettingNames()[.firmwarePath]) throws(AgentError) {
         self.path = path
+        self.settingName = settingName
         switch construct({ ota_image_open(path, $0, $1, $2) }) {
         case .success(let handle): raw = handle
         case .failure(let failure):
-            throw .configuration("\(EnvironmentKey.firmwarePath.rawValue) (--image): \(failure.detail)")
+            throw .configuration("\(settingName): \(failure.detail)")
         }
         // The C core can send an empty image; a device would take it as complete, so the
         // agent never serves one.
         guard size > 0 else {
-            throw .configuration("\(EnvironmentKey.firmwarePath.rawValue) (--image): \(path) is empty")
+            throw .configuration("\(settingName): \(path) is empty")
         }
     }
 
@@ -140,7 +139,7 @@ extension FirmwareImage {
         let status = ota_image_check_app_format(raw, &info, &detail, detail.count)
         let text = detail.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         guard status == OTA_OK.rawValue else {
-            let setting = "\(EnvironmentKey.firmwarePath.rawValue) (--image)"
+            let setting = settingName
             guard status == OTA_ERR_CONFIG.rawValue else {
                 throw AgentError(.internal, "\(setting): cannot check \(path): \(text)")
             }
@@ -185,14 +184,12 @@ final class CancelSource: @unchecked Sendable {
 final class Listener: @unchecked Sendable {
     let raw: OpaquePointer
 
-    /// `settingName` names the settings a failure is about (default: the device port's).
-    init(bindAddress: String?, port: UInt16, backlog: Int32, settingName: String? = nil) throws(AgentError) {
+    /// `settingName` names the settings a failure is about (see `listenerSettingName`).
+    init(bindAddress: String?, port: UInt16, backlog: Int32, settingName: String) throws(AgentError) {
         switch construct({ ota_listener_new(bindAddress, port, backlog, $0, $1, $2) }) {
         case .success(let handle): raw = handle
         case .failure(let failure):
-            let name = settingName
-                ?? (bindAddress == nil ? "OTA_PORT (--port)" : "OTA_BIND (--bind) / OTA_PORT (--port)")
-            throw .configuration("\(name): \(failure.detail)")
+            throw .configuration("\(settingName): \(failure.detail)")
         }
     }
 

@@ -70,12 +70,19 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     /// 4 bytes for IPv4 (mapped IPv6 addresses included), 16 for IPv6.
     let bytes: [UInt8]
 
-    /// Nil when `text` is not a numeric IPv4 or IPv6 address (no host names, no ports).
+    /// Nil when `text` is not a numeric IPv4 or IPv6 address (no host names, no ports);
+    /// surrounding spaces and brackets are allowed.
     public init?(_ text: String) {
         var address = text.trimmingCharacters(in: .whitespaces)
         if address.hasPrefix("[") && address.hasSuffix("]") {
             address = String(address.dropFirst().dropLast())
         }
+        self.init(numeric: address)
+    }
+
+    /// Nil unless `address` is exactly what inet_pton reads: dotted-quad IPv4 (not inet_aton's
+    /// short or hexadecimal forms, as "127.1") or standard IPv6 text; no spaces, no brackets.
+    init?(numeric address: String) {
         var ipv4 = in_addr()
         if inet_pton(AF_INET, address, &ipv4) == 1 {
             bytes = withUnsafeBytes(of: &ipv4) { Array($0) }

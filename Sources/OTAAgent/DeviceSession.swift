@@ -187,8 +187,8 @@ struct DeviceSession {
             result = .failure(error)
         }
         if context.limits.waitOnDeviceEnded(ticket) {
-            throw .closedByAgent(
-                "\(phase): closed to make room: too many connections before attestation, this one kept the agent waiting")
+            throw .closedByAgent("\(phase): closed to make room: too many connections before attestation, "
+                + "this one kept the agent waiting")
         }
         return try result.get()
     }

@@ -84,7 +84,8 @@ final class AgentMetrics: @unchecked Sendable {
     func render() -> String {
         var text = ""
         text.reserveCapacity(8192)
-        let build = "{version=\"\(escape(AgentVersion.number))\",backend=\"\(escape(String(cString: ota_backend_name())))\"}"
+        let backend = String(cString: ota_backend_name())
+        let build = "{version=\"\(escape(AgentVersion.number))\",backend=\"\(escape(backend))\"}"
         family(&text, "ota_agent_build_info", "gauge", "The agent's version and TLS backend; always 1.")
         text += "ota_agent_build_info\(build) 1\n"
         lock.withLock {

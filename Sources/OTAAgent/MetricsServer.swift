@@ -6,12 +6,13 @@ import OTACore
 ///
 /// One thread accepts (the core's listener, interruptible); another serves every open
 /// connection with `poll`, never blocking on any one. Each connection gets one request: a GET
-/// whose head (request line and headers) fits in `Limits.requestBytes` and arrives within
-/// `Limits.requestDeadline`; the answer must be taken within `Limits.responseDeadline`; then
-/// the connection is closed. Anything else is answered 400, 405, 404 or 431, or reset at its
-/// deadline; a first line that cannot begin an HTTP/1.x request (TLS or other binary bytes, a
-/// malformed request line) is answered 400 at once, without waiting for the rest of the head. At most `Limits.connections` are open at once: a newcomer beyond that closes the
-/// oldest, so clients that trickle bytes or never read cannot crowd out a scraper.
+/// or HEAD whose head (request line and headers) fits in `Limits.requestBytes` and arrives
+/// within `Limits.requestDeadline`; the answer must be taken within `Limits.responseDeadline`;
+/// then the connection is closed. Anything else is answered 400, 405, 404 or 431, or reset at
+/// its deadline; a first line that cannot begin an HTTP/1.x request (TLS or other binary bytes,
+/// a malformed request line) is answered 400 at once, without waiting for the rest of the head.
+/// At most `Limits.connections` are open at once: a newcomer beyond that closes the oldest, so
+/// clients that trickle bytes or never read cannot crowd out a scraper.
 final class MetricsServer: @unchecked Sendable {
     struct Limits: Sendable {
         var requestBytes = 8192
@@ -49,11 +50,13 @@ final class MetricsServer: @unchecked Sendable {
     private var stopped = false
     private let threadsDone = DispatchGroup()
 
-    /// Binds `bindAddress`:`port`; a failure names the metrics settings.
-    init(bindAddress: String, port: UInt16, limits: Limits = Limits(), route: @escaping Route) throws(AgentError) {
-        let names = "\(EnvironmentKey.metricsBindAddress.rawValue) (--metrics-bind) / "
-            + "\(EnvironmentKey.metricsPort.rawValue) (--metrics-port)"
-        listener = try Listener(bindAddress: bindAddress, port: port, backlog: 128, settingName: names)
+    /// Binds `bindAddress`:`port`; a failure names the metrics settings (`settingName`, by
+    /// default both ways, see `SettingNames`).
+    init(bindAddress: String, port: UInt16, limits: Limits = Limits(),
+         settingName: String = AgentConfiguration.defaultMetricsListenerSettingName,
+         route: @escaping Route) throws(AgentError)
+    {
+        listener = try Listener(bindAddress: bindAddress, port: port, backlog: 128, settingName: settingName)
         cancel = try CancelSource()
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else {
@@ -229,8 +232,12 @@ final class MetricsServer: @unchecked Sendable {
         }
         head += buffer.prefix(count)
         let reply: Reply
+        var bodyIncluded = true
         if let complete = HTTPRequestHead(head) {
             reply = Self.reply(to: complete, route: route)
+            // HEAD gets GET's status and headers, Content-Length included, and never a body
+            // (RFC 9110, section 9.3.2): the client reads no further than the blank line.
+            bodyIncluded = complete.method != "HEAD"
         } else if HTTPRequestHead.cannotBeHTTP(head) {
             reply = Self.badRequest
         } else if head.count >= limits.requestBytes {
@@ -239,7 +246,7 @@ final class MetricsServer: @unchecked Sendable {
             connection.stage = .reading(head)
             return true
         }
-        let bytes = Self.encode(reply, bodyIncluded: true)
+        let bytes = Self.encode(reply, bodyIncluded: bodyIncluded)
         connection.stage = .writing(bytes, written: 0)
         connection.deadline = .now + limits.responseDeadline
         return writeReply(&connection, bytes, 0)
@@ -269,9 +276,9 @@ final class MetricsServer: @unchecked Sendable {
     /// The answer to one complete request head.
     static func reply(to head: HTTPRequestHead, route: Route) -> Reply {
         guard head.isHTTP1 else { return badRequest }
-        guard head.method == "GET" else {
-            var reply = Reply.text(405, "only GET\n")
-            reply.allow = "GET"
+        guard head.method == "GET" || head.method == "HEAD" else {
+            var reply = Reply.text(405, "only GET and HEAD\n")
+            reply.allow = "GET, HEAD"
             return reply
         }
         let path = head.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
@@ -372,9 +379,9 @@ struct HTTPRequestHead: Equatable {
             if bytes[index] == UInt8(ascii: "\n") {
                 let next = index + 1
                 if next < bytes.count && bytes[next] == UInt8(ascii: "\n") { return index }
-                if next + 1 < bytes.count && bytes[next] == UInt8(ascii: "\r") && bytes[next + 1] == UInt8(ascii: "\n") {
-                    return index
-                }
+                let crlf = next + 1 < bytes.count && bytes[next] == UInt8(ascii: "\r")
+                    && bytes[next + 1] == UInt8(ascii: "\n")
+                if crlf { return index }
             }
             index += 1
         }

@@ -77,19 +77,22 @@ public struct PreflightCheck {
 
     private func image() -> [CheckResult] {
         do throws(AgentError) {
-            let image = try FirmwareImage(path: configuration.imagePath)
+            let image = try FirmwareImage(path: configuration.imagePath,
+                                          settingName: configuration.settingNames[.firmwarePath])
             let digest = try image.sha256()
             try agent.checkExpectedDigest(digest, of: image)
             var detail: String
             if configuration.allowAnyImage {
-                detail = "\(image.path): format not checked (\(EnvironmentKey.allowAnyImage.rawValue))"
+                detail = "\(image.path): format not checked (\(configuration.settingNames[.allowAnyImage]))"
             } else {
                 let format = try image.checkAppFormat()
                 detail = "\(image.path): ESP-IDF app image for \(format.chip), \(format.project) "
                     + "\(format.version) (IDF \(format.idfVersion))"
             }
             detail += ", \(image.size) bytes, sha256 \(digest)"
-            if configuration.expectedSHA256 != nil { detail += " (as \(EnvironmentKey.expectedSHA256.rawValue) says)" }
+            if configuration.expectedSHA256 != nil {
+                detail += " (as \(configuration.settingNames[.expectedSHA256]) says)"
+            }
             return [CheckResult("image", .ok, detail)]
         } catch {
             return [CheckResult("image", .fail, error.message)]
@@ -103,12 +106,14 @@ public struct PreflightCheck {
         var identity: (CertificateIdentity, Bool)?
         do throws(AgentError) {
             let credentials = try ServerCredentials(certificatePath: configuration.certificatePath,
-                                                    keyPath: configuration.keyPath, tls: configuration.tls)
+                                                    keyPath: configuration.keyPath, tls: configuration.tls,
+                                                    names: configuration.settingNames)
             let certificate = credentials.certificate
             identity = (certificate, credentials.certificateNamesOTAAgent)
             results.append(CheckResult("certificate-and-key", .ok, "\(certificate.subject) (fp "
-                + "\(certificate.shortFingerprint)) and its key load and match; TLS \(configuration.tls.minimumVersion.rawValue) "
-                + "and up, \(credentials.ciphers.split(separator: ":").count) suites"))
+                + "\(certificate.shortFingerprint)) and its key load and match; "
+                + "TLS \(configuration.tls.minimumVersion.rawValue) and up, "
+                + "\(credentials.ciphers.split(separator: ":").count) suites"))
         } catch {
             results.append(CheckResult("certificate-and-key", .fail, error.message))
             identity = Self.inspectCertificateFile(configuration.certificatePath)
@@ -190,7 +195,9 @@ public struct PreflightCheck {
         }
         var files: [String] = []
         if let ca = settings.caPath { files.append("CA \(ca)") }
-        if let certificate = settings.clientCertificatePath { files.append("client certificate \(certificate) with its key") }
+        if let certificate = settings.clientCertificatePath {
+            files.append("client certificate \(certificate) with its key")
+        }
         return [CheckResult("dice-auth-files", .ok, files.joined(separator: ", ") + ": readable")]
     }
 
@@ -230,9 +237,11 @@ public struct PreflightCheck {
         let address = configuration.bindAddress ?? "every address"
         var held: Listener?
         do throws(AgentError) {
-            let listener = try Listener(bindAddress: configuration.bindAddress, port: configuration.port, backlog: 1)
+            let listener = try Listener(bindAddress: configuration.bindAddress, port: configuration.port,
+                                        backlog: 1, settingName: configuration.listenerSettingName)
             held = listener
-            let which = configuration.port == 0 ? "an ephemeral port (\(listener.port) this time)" : "port \(listener.port)"
+            let which = configuration.port == 0 ? "an ephemeral port (\(listener.port) this time)"
+                : "port \(listener.port)"
             results.append(CheckResult("port", .ok, "\(which) on \(address) can be bound (bound and released)"))
         } catch {
             results.append(CheckResult("port", .fail, error.message))
@@ -248,7 +257,7 @@ public struct PreflightCheck {
         let address = configuration.metricsBindAddress
         do throws(AgentError) {
             let listener = try Listener(bindAddress: address, port: port, backlog: 1,
-                                        settingName: "\(EnvironmentKey.metricsBindAddress.rawValue) / \(EnvironmentKey.metricsPort.rawValue)")
+                                        settingName: configuration.metricsListenerSettingName)
             listener.close()
         } catch {
             return [CheckResult("metrics-port", .fail, error.message)]
@@ -263,7 +272,8 @@ public struct PreflightCheck {
     private func resultFile() -> [CheckResult] {
         guard let path = configuration.resultFilePath else { return [] }
         do throws(AgentError) {
-            try ResultFile.checkWritable(path, inputs: configuration.inputFiles)
+            try ResultFile.checkWritable(path, inputs: configuration.inputFiles,
+                                         name: configuration.settingNames[.resultFile])
             return [CheckResult("result-file", .ok, "\(path) can be written")]
         } catch {
             return [CheckResult("result-file", .fail, error.message)]

@@ -33,9 +33,11 @@ public enum ResultFile {
     /// so at start, create (and remove) a file beside it, the way the final write will.
     /// `inputs` are the files the agent reads (image, certificate, key, ...), named by their
     /// setting: the result file must not be one of them, or the run's end would overwrite it.
-    static func checkWritable(_ path: String?, inputs: [(setting: String, path: String)] = []) throws(AgentError) {
+    /// `name` is the result file's own setting, as messages name it.
+    static func checkWritable(_ path: String?, inputs: [(setting: String, path: String)] = [],
+                              name: String = SettingNames()[.resultFile]) throws(AgentError)
+    {
         guard let path else { return }
-        let name = "\(EnvironmentKey.resultFile.rawValue) (--result-file)"
         var info = stat()
         let exists = stat(path, &info) == 0
         if exists && (info.st_mode & S_IFMT) == S_IFDIR {
@@ -118,9 +120,11 @@ public enum ResultFile {
         ])
     }
 
-    /// Writes `text` to `path` atomically (see the type's comment).
-    public static func write(_ text: String, to path: String) throws(AgentError) {
-        let name = "\(EnvironmentKey.resultFile.rawValue) (--result-file)"
+    /// Writes `text` to `path` atomically (see the type's comment); a failure names the
+    /// setting as `name` has it.
+    public static func write(_ text: String, to path: String,
+                             name: String = SettingNames()[.resultFile]) throws(AgentError)
+    {
         let temporary = temporaryPath(for: path)
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
@@ -130,7 +134,9 @@ public enum ResultFile {
         var offset = 0
         var failure: Int32 = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress! + offset, bytes.count - offset) }
+            let written = bytes.withUnsafeBytes {
+                Glibc.write(descriptor, $0.baseAddress! + offset, bytes.count - offset)
+            }
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else {
                 failure = errno

@@ -136,7 +136,8 @@ func check(_ configuration: AgentConfiguration) -> Never {
         if configuration.logFormat == .json {
             line = result.jsonLine
         } else {
-            line = "\(result.mark.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0)) \(result.name): \(result.detail)"
+            let mark = result.mark.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0)
+            line = "\(mark) \(result.name): \(result.detail)"
         }
         print(line)
         fflush(nil)
@@ -214,7 +215,7 @@ func main() -> Never {
                                                notListed: summary.sessionsNotListed,
                                                devicesUpdated: summary.devicesUpdated, startedAt: startedAt)
             do {
-                try ResultFile.write(document, to: path)
+                try ResultFile.write(document, to: path, name: configuration.settingNames[.resultFile])
                 logger.info("result-file", [LogField("path", path)])
             } catch {
                 // The run's exit code still tells its outcome; the log says what is missing.

@@ -110,8 +110,10 @@ struct EmbeddingTests {
         var kept: [AgentEvent] = []
         for await event in unread { kept.append(event) }
         #expect(kept.count == 4 && kept.last.map(Self.kind) == "ended", "\(kept.map(Self.kind))")
-        let dropped = agent.metricsText().split(separator: "\n").first { $0.hasPrefix("ota_agent_events_dropped_total ") }
-        #expect(dropped.flatMap { Int($0.split(separator: " ")[1]) }.map { $0 >= 40 } == true, "\(String(describing: dropped))")
+        let dropped = agent.metricsText().split(separator: "\n")
+            .first { $0.hasPrefix("ota_agent_events_dropped_total ") }
+        #expect(dropped.flatMap { Int($0.split(separator: " ")[1]) }.map { $0 >= 40 } == true,
+                "\(String(describing: dropped))")
     }
 
     @Test func shutdownWithoutARunClosesTheAgentAndReturnsNil() async throws {

@@ -342,7 +342,8 @@ struct HostileInputTests {
     func imageChangedInPlaceMidTransferResetsTheDeviceAndStopsTheAgent(_ change: ImageChange) async throws {
         // A slower device (about 10 s of reading): the change must land before its last byte
         // even when a loaded machine notices the verdict late.
-        try await changeImageMidTransfer(change, settings: ["OTA_IMAGE_IN_PLACE": "1"], readPause: 10) { run, testbed, _ in
+        try await changeImageMidTransfer(change, settings: ["OTA_IMAGE_IN_PLACE": "1"], readPause: 10) {
+            run, testbed, _ in
             try await expectResetAndStopped(run, testbed, change)
         }
     }

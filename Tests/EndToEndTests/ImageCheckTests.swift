@@ -72,9 +72,10 @@ struct ImageCheckTests {
         environment["NEW_FIRMWARE_PATH"] = image.path
 
         let message = try await refusal(environment)
-        #expect(message.contains("ota-agent: configuration error: NEW_FIRMWARE_PATH (--image): \(image.path) "
+        #expect(message.contains("ota-agent: configuration error: NEW_FIRMWARE_PATH: \(image.path) "
             + "is not a valid ESP-IDF app image: \(defect.detail)"), "\(message)")
-        #expect(message.contains("--allow-any-image"), "the refusal does not say how to serve other formats: \(message)")
+        #expect(message.contains("--allow-any-image"),
+                "the refusal does not say how to serve other formats: \(message)")
 
         // The same file served on purpose: a flag or the variable turns the check off.
         let viaFlag = try await starting(environment, arguments: ["--allow-any-image"])
@@ -111,8 +112,8 @@ struct ImageCheckTests {
         let other = String(repeating: "0", count: 64)
         environment["NEW_FIRMWARE_SHA256"] = other
         let message = try await refusal(environment)
-        #expect(message.contains("NEW_FIRMWARE_SHA256 (--expected-sha256): \(Fixtures.sampleImage.path) has SHA-256 "
-            + "\(digest), expected \(other)"), "\(message)")
+        #expect(message.contains("configuration error: NEW_FIRMWARE_SHA256: \(Fixtures.sampleImage.path) has "
+            + "SHA-256 \(digest), expected \(other)"), "\(message)")
 
         // The flag wins over the variable, and a malformed digest is a configuration error.
         #expect(try await starting(environment, arguments: ["--expected-sha256", digest])?["sha256"] == digest)

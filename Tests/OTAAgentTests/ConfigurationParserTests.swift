@@ -215,11 +215,12 @@ struct ConfigurationParserTests {
         #expect(text.contains("--serve"))
     }
 
-    @Test("--serve sets the serve mode; a later --mode once wins over it")
+    @Test("--serve sets the serve mode; with --mode as well it is --mode given twice")
     func serveFlag() throws {
         #expect(try configuration(["--serve"]).mode == .serve)
         #expect(try configuration(["--mode", "serve"]).mode == .serve)
-        #expect(try configuration(["--serve", "--mode", "once"]).mode == .once)
+        let twice = refusal(["--serve", "--mode", "once"])
+        #expect(twice.contains("--mode is given more than once (--serve is --mode serve)"), "\(twice)")
         var environment = requiredEnvironment
         environment["OTA_MODE"] = "once"
         #expect(try configuration(["--serve"], environment: environment).mode == .serve)

@@ -101,7 +101,8 @@ struct ImageSettingsParserTests {
     func expectedSHA256() throws {
         #expect(try parsed([], ["NEW_FIRMWARE_SHA256": digest.uppercased()]).expectedSHA256 == digest)
         #expect(try parsed(["--expected-sha256", digest]).expectedSHA256 == digest)
-        let flagWins = try parsed(["--expected-sha256=\(digest)"], ["NEW_FIRMWARE_SHA256": String(repeating: "0", count: 64)])
+        let flagWins = try parsed(["--expected-sha256=\(digest)"],
+                                  ["NEW_FIRMWARE_SHA256": String(repeating: "0", count: 64)])
         #expect(flagWins.expectedSHA256 == digest)
     }
 

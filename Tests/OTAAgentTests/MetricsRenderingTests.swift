@@ -100,11 +100,12 @@ struct MetricsRenderingTests {
         metrics.observeVerdict(.rejected(status: 403), after: .milliseconds(6))
         metrics.observeVerdict(.unavailable(reason: "timeout"), after: .seconds(61))
         let text = metrics.render()
-        #expect(Self.value(text, "ota_agent_dice_auth_duration_seconds_bucket{verdict=\"verified\",le=\"0.005\"}") == "1")
-        #expect(Self.value(text, "ota_agent_dice_auth_duration_seconds_bucket{verdict=\"rejected\",le=\"0.005\"}") == "0")
-        #expect(Self.value(text, "ota_agent_dice_auth_duration_seconds_bucket{verdict=\"rejected\",le=\"0.01\"}") == "1")
-        #expect(Self.value(text, "ota_agent_dice_auth_duration_seconds_bucket{verdict=\"unavailable\",le=\"60\"}") == "0")
-        #expect(Self.value(text, "ota_agent_dice_auth_duration_seconds_bucket{verdict=\"unavailable\",le=\"+Inf\"}") == "1")
+        let bucket = "ota_agent_dice_auth_duration_seconds_bucket"
+        #expect(Self.value(text, "\(bucket){verdict=\"verified\",le=\"0.005\"}") == "1")
+        #expect(Self.value(text, "\(bucket){verdict=\"rejected\",le=\"0.005\"}") == "0")
+        #expect(Self.value(text, "\(bucket){verdict=\"rejected\",le=\"0.01\"}") == "1")
+        #expect(Self.value(text, "\(bucket){verdict=\"unavailable\",le=\"60\"}") == "0")
+        #expect(Self.value(text, "\(bucket){verdict=\"unavailable\",le=\"+Inf\"}") == "1")
     }
 
     @Test("label values and numbers are written as the text format reads them")
@@ -122,7 +123,9 @@ struct MetricsRenderingTests {
         let reporter = SessionReporter(hub: hub, peer: "127.0.0.1:1")
         reporter.connected()
         reporter.transferStarted(totalBytes: 1000)
-        for done in stride(from: UInt64(10), through: 1000, by: 10) { reporter.progress(bytesSent: done, totalBytes: 1000) }
+        for done in stride(from: UInt64(10), through: 1000, by: 10) {
+            reporter.progress(bytesSent: done, totalBytes: 1000)
+        }
         var record = Self.record(.updated, .done, path: "pread", transfer: .milliseconds(1), bytes: 1000)
         record.verdict = .verified
         reporter.ended(record)
@@ -166,7 +169,8 @@ struct MetricsRenderingTests {
         let route: MetricsServer.Route = { $0 == "/healthz" ? .text(200, "ok\n") : nil }
         let answers = [
             ("GET /healthz HTTP/1.1\r\n\r\n", 200), ("GET /healthz?verbose HTTP/1.0\r\n\r\n", 200),
-            ("GET /other HTTP/1.1\r\n\r\n", 404), ("HEAD /healthz HTTP/1.1\r\n\r\n", 405),
+            ("GET /other HTTP/1.1\r\n\r\n", 404), ("HEAD /healthz HTTP/1.1\r\n\r\n", 200),
+            ("POST /healthz HTTP/1.1\r\n\r\n", 405),
             ("GET /healthz HTTP/2.0\r\n\r\n", 400), ("GET healthz HTTP/1.1\r\n\r\n", 400),
             ("GET  /healthz HTTP/1.1\r\n\r\n", 400), ("\r\n\r\n", 400),
         ]
@@ -212,6 +216,47 @@ struct MetricsRenderingTests {
         }
         #expect(stopping < .seconds(1), "stop took \(stopping) (the client's deadline is 5 s)")
         #expect(LoopbackClient.connect(port: port) < 0, "the port is closed after stop")
+    }
+
+    /// A server whose routes answer 200, 503 and (unknown path) 404, for the method tests.
+    static func methodServer() throws -> MetricsServer {
+        try MetricsServer(bindAddress: "::1", port: 0) { path in
+            switch path {
+            case "/healthz": .text(200, "ok\n")
+            case "/readyz": .text(503, "not accepting devices\n")
+            default: nil
+            }
+        }
+    }
+
+    @Test("HEAD gets GET's status line and headers, Content-Length of GET's body, and no body",
+          arguments: ["/healthz", "/readyz", "/nope"])
+    func headIsGetWithoutBody(path: String) async throws {
+        let server = try Self.methodServer()
+        server.start()
+        defer { server.stop() }
+        let port = server.port
+        let get = await Thread.run { LoopbackClient.exchange(port: port, "GET \(path) HTTP/1.1\r\n\r\n") }
+        let head = await Thread.run { LoopbackClient.exchange(port: port, "HEAD \(path) HTTP/1.1\r\n\r\n") }
+        let getParts = get.components(separatedBy: "\r\n\r\n")
+        #expect(getParts.count == 2 && !getParts[1].isEmpty, "\(get)")
+        #expect(getParts[0].contains("\r\nContent-Length: \(getParts[1].utf8.count)\r\n"), "\(get)")
+        #expect(head == getParts[0] + "\r\n\r\n", "HEAD: \(head)\nGET: \(get)")
+    }
+
+    @Test("a method other than GET and HEAD is answered 405 with Allow: GET, HEAD",
+          arguments: ["POST", "PUT", "DELETE", "OPTIONS", "get", "TRACE"])
+    func otherMethodsAreNotAllowed(method: String) async throws {
+        let server = try Self.methodServer()
+        server.start()
+        defer { server.stop() }
+        let port = server.port
+        let answer = await Thread.run {
+            LoopbackClient.exchange(port: port, "\(method) /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        }
+        #expect(answer.hasPrefix("HTTP/1.1 405 Method Not Allowed\r\n"), "\(answer)")
+        #expect(answer.contains("\r\nAllow: GET, HEAD\r\n"), "\(answer)")
+        #expect(!answer.contains("\r\n\r\nok\n"), "\(answer)")
     }
 }
 

@@ -5,59 +5,35 @@ import Testing
 /// `--metrics-port` / `OTA_METRICS_PORT` and `--metrics-bind` / `OTA_METRICS_BIND`.
 @Suite("Metrics settings")
 struct MetricsSettingsParserTests {
-    static let required = [
-        "NEW_FIRMWARE_PATH": "/srv/firmware.bin",
-        "DICE_AUTH_URL": "http://dice-auth.local:8080/verify",
-        "SERVER_CRT_PATH": "/etc/ota/server.crt",
-        "SERVER_KEY_PATH": "/etc/ota/server.key",
-    ]
-
-    static func parse(_ arguments: [String], _ environment: [String: String] = [:]) throws -> AgentConfiguration {
-        let request = try ConfigurationParser.parse(arguments: arguments,
-                                                    environment: required.merging(environment) { _, new in new })
-        guard case .run(let configuration) = request else {
-            throw AgentError(.internal, "expected a run request, got \(request)")
-        }
-        return configuration
-    }
-
-    static func refusal(_ arguments: [String], _ environment: [String: String] = [:],
-                        sourceLocation: SourceLocation = #_sourceLocation) -> String {
-        let error = #expect(throws: AgentError.self, sourceLocation: sourceLocation) {
-            _ = try parse(arguments, environment)
-        }
-        #expect(error?.kind == .configuration, sourceLocation: sourceLocation)
-        return error?.message ?? ""
-    }
-
     @Test("by default no metrics endpoint, and loopback when one is asked for")
     func defaults() throws {
-        let parsed = try Self.parse([])
+        let parsed = try Parsing.parse([])
         #expect(parsed.metricsPort == nil)
         #expect(parsed.metricsBindAddress == "127.0.0.1")
     }
 
     @Test("the port and address come from flags or variables; a flag wins")
     func flagsAndVariables() throws {
-        let fromEnvironment = try Self.parse([], ["OTA_METRICS_PORT": "9464", "OTA_METRICS_BIND": "::1"])
+        let fromEnvironment = try Parsing.parse([], ["OTA_METRICS_PORT": "9464", "OTA_METRICS_BIND": "::1"])
         #expect(fromEnvironment.metricsPort == 9464 && fromEnvironment.metricsBindAddress == "::1")
-        let fromFlags = try Self.parse(["--metrics-port", "0", "--metrics-bind=[::1]"],
+        let fromFlags = try Parsing.parse(["--metrics-port", "0", "--metrics-bind=[::1]"],
                                        ["OTA_METRICS_PORT": "9464", "OTA_METRICS_BIND": "127.0.0.2"])
         #expect(fromFlags.metricsPort == 0, "0 asks for any free port")
         #expect(fromFlags.metricsBindAddress == "::1", "brackets are taken off")
-        let empty = try Self.parse([], ["OTA_METRICS_PORT": ""])
+        let empty = try Parsing.parse([], ["OTA_METRICS_PORT": ""])
         #expect(empty.metricsPort == nil, "an empty variable counts as unset")
     }
 
     @Test("a bad port or address is refused naming how it was given",
           arguments: [("--metrics-port", "OTA_METRICS_PORT", "65536"), ("--metrics-port", "OTA_METRICS_PORT", "-1"),
-                      ("--metrics-port", "OTA_METRICS_PORT", "http"), ("--metrics-bind", "OTA_METRICS_BIND", "localhost"),
+                      ("--metrics-port", "OTA_METRICS_PORT", "http"),
+                      ("--metrics-bind", "OTA_METRICS_BIND", "localhost"),
                       ("--metrics-bind", "OTA_METRICS_BIND", "127.0.0.1:9464"),
                       ("--metrics-bind", "OTA_METRICS_BIND", "*")])
     func badValues(flag: String, variable: String, value: String) {
-        let byFlag = Self.refusal([flag, value])
+        let byFlag = Parsing.refusal([flag, value])
         #expect(byFlag.hasPrefix("\(flag):") && byFlag.contains("'\(value)'"), "\(byFlag)")
-        let byVariable = Self.refusal([], [variable: value])
+        let byVariable = Parsing.refusal([], [variable: value])
         #expect(byVariable.hasPrefix("\(variable):") && byVariable.contains("'\(value)'"), "\(byVariable)")
     }
 

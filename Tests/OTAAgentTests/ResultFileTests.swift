@@ -100,7 +100,8 @@ struct ResultFileTests {
         #expect(FileManager.default.createFile(atPath: key, contents: Data("key".utf8)))
         let linked = folder.appendingPathComponent("linked.json").path
         #expect(link(key, linked) == 0)
-        let inputs = [(setting: "SERVER_KEY_PATH", path: key), (setting: "NEW_FIRMWARE_PATH", path: folder.path + "/fw.bin")]
+        let inputs = [(setting: "SERVER_KEY_PATH", path: key),
+                      (setting: "NEW_FIRMWARE_PATH", path: folder.path + "/fw.bin")]
 
         for path in [key, folder.path + "/./agent.key", linked, folder.path + "/fw.bin"] {
             let error = #expect(throws: AgentError.self) { try ResultFile.checkWritable(path, inputs: inputs) }

@@ -383,7 +383,8 @@ struct KeyPairCheckTests {
     /// (certificate, key, status, matches)
     @Test("a pair matches; another key is a definite no; a missing file is a failure to answer",
           arguments: [("agent-rsa.crt", "agent-rsa.key", OTA_OK, 1), ("agent-ec.crt", "agent-ec.key", OTA_OK, 1),
-                      ("agent-rsa.crt", "agent-ec.key", OTA_OK, 0), ("dice-auth/client.crt", "dice-auth/other-client.key", OTA_OK, 0),
+                      ("agent-rsa.crt", "agent-ec.key", OTA_OK, 0),
+                      ("dice-auth/client.crt", "dice-auth/other-client.key", OTA_OK, 0),
                       ("agent-rsa.crt", "no-such.key", OTA_ERR_IO, 0)])
     func pairs(certificate: String, key: String, status: ota_status, matches: Int32) {
         var matched: Int32 = 7

@@ -124,13 +124,18 @@ let agreementCases: [AgreementCase] = [
                   make: corrupted { bytes, layout in bytes[layout.checksumOffset - 2] = 0xFF }),
     AgreementCase(testDescription: "wrong magic", valid: false, make: corrupted { bytes, _ in bytes[0] = 0xE8 }),
     AgreementCase(testDescription: "truncated in segment data", valid: false,
-                  make: corrupted { bytes, layout in bytes.removeLast(bytes.count - layout.segmentHeaderOffsets[2] - 40) }),
+                  make: corrupted { bytes, layout in
+                      bytes.removeLast(bytes.count - layout.segmentHeaderOffsets[2] - 40)
+                  }),
     AgreementCase(testDescription: "truncated before the checksum", valid: false,
                   make: corrupted(false) { bytes, layout in bytes.removeLast(bytes.count - layout.checksumOffset) }),
     AgreementCase(testDescription: "truncated in the SHA-256", valid: false,
                   make: corrupted { bytes, _ in bytes.removeLast(10) }),
     AgreementCase(testDescription: "17 segments", valid: false,
-                  make: variant { $0.segments += [AppImageBuilder.Segment](repeating: .init(address: 0x3FFB_0000, data: [0, 0, 0, 0]), count: 14) }),
+                  make: variant {
+                      let filler = AppImageBuilder.Segment(address: 0x3FFB_0000, data: [0, 0, 0, 0])
+                      $0.segments += [AppImageBuilder.Segment](repeating: filler, count: 14)
+                  }),
 ]
 
 /// Every header byte and segment header byte of an image without SHA-256 (which would refuse
@@ -179,7 +184,8 @@ struct EsptoolAgreementTests {
 
         let agent = AppImageVerdict.of(path: path)
         let report = try Esptool.imageInfo(path, esptool: esptool)
-        let context = "agent: \(agent.isValid ? "valid" : agent.detail)\nesptool (exit \(report.status)):\n\(report.output)"
+        let context = "agent: \(agent.isValid ? "valid" : agent.detail)\n"
+            + "esptool (exit \(report.status)):\n\(report.output)"
 
         if let valid = image.valid {
             #expect(agent.isValid == valid, "\(context)")
