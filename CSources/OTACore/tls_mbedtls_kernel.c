@@ -176,6 +176,10 @@ ota_mbedtls_kernel_handoff(mbedtls_ssl_context *ssl, int fd, struct ota_mbedtls_
     } else if (info_size == 0) {
         ota_detail_set(note, note_size,
                        "user-space encryption: %s has no kernel TLS offload", suite_name);
+    } else if (!ota_kernel_tls_worth_trying()) {
+        /* No module, and another connection tried less than a minute ago. */
+        ota_detail_set(note, note_size,
+                       "user-space encryption: kernel TLS unavailable (no tls module)");
     } else if (setsockopt(fd, SOL_TCP, TCP_ULP, "tls", sizeof("tls")) != 0) {
         /* ENOENT: the kernel has no "tls" upper layer protocol, i.e. no tls module. */
         ota_detail_set(note, note_size, "user-space encryption: kernel TLS unavailable (%s)",
