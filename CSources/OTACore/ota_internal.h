@@ -51,7 +51,7 @@ int64_t ota_deadline_after(int timeout_ms);
 #define OTA_KERNEL_TLS_RETRY_MS 60000
 int ota_kernel_tls_worth_trying(void);
 
-/* Whether the kernel has the tls module, as seen at most a second ago. Any thread. */
+/* Whether the kernel has the tls module, as seen at most 100 ms ago. Any thread. */
 int ota_kernel_tls_module_loaded(void);
 
 /* Milliseconds left until `deadline`, clamped for poll(2): 0 when passed, -1 when none. */

@@ -120,9 +120,12 @@ static int64_t ota_kernel_tls_quiet_until;
 int
 ota_kernel_tls_module_loaded(void)
 {
-    /* A path lookup in /proc costs more than the rest of the choice: once a second will do. */
+    /*
+     * A path lookup in /proc costs more than the rest of the choice, so a busy agent looks
+     * once per tenth of a second; a module loaded (or unloaded) meanwhile is seen that late.
+     */
     int64_t now = ota_now_ms();
-    if (now - __atomic_load_n(&ota_kernel_tls_checked_at, __ATOMIC_ACQUIRE) < 1000) {
+    if (now - __atomic_load_n(&ota_kernel_tls_checked_at, __ATOMIC_ACQUIRE) < 100) {
         return __atomic_load_n(&ota_kernel_tls_was_loaded, __ATOMIC_RELAXED);
     }
 

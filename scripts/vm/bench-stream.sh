@@ -234,8 +234,11 @@ unload_tls() {
     done
 }
 
+# The agent looks for the module at most every 100 ms (ota_kernel_tls_module_loaded): the
+# pause lets it see the module before the next kernel-path run.
 load_tls() {
     insmod "$(grep '/tls\.ko$' /lib/modules/load-order)" || fail "insmod tls"
+    sleep 0.3
 }
 
 # How many of the agent's transfers (log of backend $1) ended updated through path $2.
