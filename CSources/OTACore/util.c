@@ -110,8 +110,8 @@ ota_now_ms(void)
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-/* When (ota_now_ms) the tls module was last looked for, and whether it was there. */
-static int64_t ota_kernel_tls_checked_at = INT64_MIN;
+/* When (ota_now_ms) the tls module was last looked for (0: never), and whether it was there. */
+static int64_t ota_kernel_tls_checked_at;
 static int ota_kernel_tls_was_loaded;
 
 /* Until when (ota_now_ms) connections skip kernel TLS; 0: not yet refused. */
@@ -125,7 +125,8 @@ ota_kernel_tls_module_loaded(void)
      * once per tenth of a second; a module loaded (or unloaded) meanwhile is seen that late.
      */
     int64_t now = ota_now_ms();
-    if (now - __atomic_load_n(&ota_kernel_tls_checked_at, __ATOMIC_ACQUIRE) < 100) {
+    int64_t checked_at = __atomic_load_n(&ota_kernel_tls_checked_at, __ATOMIC_ACQUIRE);
+    if (checked_at != 0 && now - checked_at < 100) {
         return __atomic_load_n(&ota_kernel_tls_was_loaded, __ATOMIC_RELAXED);
     }
 

@@ -216,6 +216,56 @@ sized_transfers() {
     fi
 }
 
+# One agent, several devices one after another: every connection of a long-running agent must
+# take the kernel path, not only its first (the agent remembers what it found about the tls
+# module, and must not remember wrongly).
+consecutive_devices() {
+    local devices=4 size=$((2 * record + 3)) label="one agent, devices one after another"
+    local image="$work/consecutive.bin" log="$work/consecutive.agent.log" sha before after
+    local index updated=0 kernel_paths
+    head -c "$size" /dev/urandom >"$image"
+    sha="$(sha256sum "$image" | cut -d ' ' -f 1)"
+    if ! start_agent "$image" "$log"; then
+        not_ok "$label: agent is listening"
+        show "$log"
+        return
+    fi
+
+    before="$(tls_counter TlsTxSw)"
+    for index in $(seq "$devices"); do
+        if ota-device-sim --host 127.0.0.1 --port "$agent_port" --ca "$certs/agent-rsa.crt" \
+            --cert "$certs/device.der" --expect-sha256 "$sha" \
+            --timeout-ms "$device_timeout_ms" --quiet >"$work/consecutive.$index.out" 2>&1; then
+            updated=$((updated + 1))
+        fi
+    done
+    # The agent logs session-end a moment after each device exits.
+    local tries=300
+    while [ "$(grep -c ' session-end ' "$log")" -lt "$devices" ] && [ "$tries" -gt 0 ]; do
+        sleep 0.1
+        tries=$((tries - 1))
+    done
+    after="$(tls_counter TlsTxSw)"
+    kernel_paths="$(grep ' session-end ' "$log" | grep -c " path=$expected_path ")"
+    stop_agent
+    rm -f "$image"
+
+    if [ "$updated" -eq "$devices" ]; then
+        ok "$label: all $devices devices updated, sha256 matches"
+    else
+        not_ok "$label: all $devices devices updated (got $updated)"
+    fi
+    if [ "$kernel_paths" -eq "$devices" ]; then
+        ok "$label: path=$expected_path for each of the $devices"
+    else
+        not_ok "$label: path=$expected_path for each of the $devices (got $kernel_paths)"
+        show "$log"
+    fi
+    if [ "$expect_ktls" = yes ]; then
+        check_tx_grew "$label: kernel encrypted each transfer" "$before" "$after" "$devices"
+    fi
+}
+
 # A device that asks for 1 KiB records (RFC 6066) must get them, which kernel TLS cannot send:
 # the agent falls back to pread, and the kernel encrypts nothing for it. Not 512: the device's
 # mbedTLS 2.28 cannot take a handshake message split over records, and the agent's certificate
@@ -283,6 +333,7 @@ main() {
         sed 's/^/#   /' /proc/net/tls_stat
         if start_verifier; then
             sized_transfers
+            consecutive_devices
             small_fragment_transfer
             no_tls_module_transfer
         fi
