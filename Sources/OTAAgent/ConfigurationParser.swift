@@ -196,7 +196,7 @@ public enum ConfigurationParser {
         configuration.imageInPlace = try values.boolean("--image-in-place") ?? false
 
         if let port = try values.integer("--port", in: 0...65535) { configuration.port = UInt16(port) }
-        configuration.bindAddress = try values.address("--bind")
+        configuration.bindAddress = try values.bindAddress("--bind")
         try metrics(values, into: &configuration)
         if let mode = values.string("--mode") {
             guard let parsed = AgentMode(rawValue: mode) else {
@@ -282,7 +282,7 @@ public enum ConfigurationParser {
         if let port = try values.integer("--metrics-port", in: 0...65535) {
             configuration.metricsPort = UInt16(port)
         }
-        if let address = try values.address("--metrics-bind") { configuration.metricsBindAddress = address }
+        if let address = try values.bindAddress("--metrics-bind") { configuration.metricsBindAddress = address }
     }
 
     private static func deadlines(_ values: SettingValues) throws(AgentError) -> Deadlines {
@@ -447,13 +447,32 @@ struct SettingValues {
         return try address(text, of: flag).text
     }
 
+    /// An address to listen on (--bind, --metrics-bind): as `address(_:)`, and an IPv6 address
+    /// may also name its zone, "fe80::1%eth0" (an interface name or index), since a link-local
+    /// address means nothing without one. The listener reads the zone (getaddrinfo).
+    func bindAddress(_ flag: String) throws(AgentError) -> String? {
+        guard let text = string(flag) else { return nil }
+        let bracketed = text.hasPrefix("[") && text.hasSuffix("]")
+        let inner = bracketed ? String(text.dropFirst().dropLast()) : text
+        guard let percent = inner.firstIndex(of: "%") else { return try address(text, of: flag).text }
+
+        let host = String(inner[..<percent])
+        let zone = String(inner[inner.index(after: percent)...])
+        let zoneKnown = !zone.isEmpty
+            && (zone.allSatisfy(\.isASCII) && zone.allSatisfy(\.isNumber) || if_nametoindex(zone) != 0)
+        guard host.contains(":"), PeerAddress(numeric: host) != nil, zoneKnown else {
+            throw .configuration("\(name(of: flag)): '\(text)' is not a numeric IPv6 address with "
+                + "the zone of an interface here (as fe80::1%eth0)")
+        }
+        return host + "%" + zone
+    }
+
     /// `text` as a numeric address: IPv4 in full dotted-quad form ("127.0.0.1"; not "127.1"
     /// or "0x7f.1", which inet_aton and getaddrinfo would take) or IPv6 in its standard text
     /// forms, as inet_pton reads them, optionally in brackets ("[::1]"); returned without the
     /// brackets, and as a value. One rule for every address setting, so one accepted for --bind
-    /// is accepted for --allow-peer. No host names, ports or prefixes; no IPv6 zone ("%eth0"),
-    /// so a link-local address cannot be bound: reading the zone with if_nametoindex and
-    /// passing it to the listener as the scope id would lift that.
+    /// is accepted for --allow-peer. No host names, ports or prefixes; no IPv6 zone ("%eth0")
+    /// here: only the listen settings take one (`bindAddress(_:)`).
     func address(_ text: String, of flag: String) throws(AgentError) -> (text: String, value: PeerAddress) {
         let bracketed = text.hasPrefix("[") && text.hasSuffix("]")
         let address = bracketed ? String(text.dropFirst().dropLast()) : text

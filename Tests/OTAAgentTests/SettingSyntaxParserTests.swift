@@ -152,7 +152,7 @@ struct SettingSyntaxParserTests {
     /// by another base; inet_pton, and so every address setting, refuses them.
     @Test("short, hexadecimal and octal IPv4 forms, names, ports and zones are refused by every address setting",
           arguments: ["127.1", "10.1.2", "0x7f.0.0.1", "0177.0.0.1", "127.0.0.01", "2130706433", "[192.0.2.7]",
-                      "localhost", "192.0.2.7:4433", "[::1]:4433", "fe80::1%eth0", "10.0.0.0/8", "::1::2"])
+                      "localhost", "192.0.2.7:4433", "[::1]:4433", "10.0.0.0/8", "::1::2"])
     func addressesRefused(text: String) {
         var messages: [String] = []
         for flag in Self.addressFlags {
@@ -163,6 +163,24 @@ struct SettingSyntaxParserTests {
             #expect(Parsing.refusal([], [variable: text]).hasPrefix("\(variable): '\(text)'"))
         }
         #expect(Set(messages).count == 1, "one rule, one message: \(messages)")
+    }
+
+    @Test("the listen settings take an IPv6 zone of an interface here; --allow-peer takes none")
+    func zones() throws {
+        for flag in ["--bind", "--metrics-bind"] {
+            for text in ["fe80::1%lo", "[fe80::1%lo]", "fe80::1%1"] {
+                let parsed = try Parsing.parse([flag, text])
+                let address = flag == "--bind" ? parsed.bindAddress : parsed.metricsBindAddress
+                #expect(address == (text.hasSuffix("%1") ? "fe80::1%1" : "fe80::1%lo"), "\(flag) \(text)")
+            }
+            for text in ["127.0.0.1%lo", "fe80::1%", "fe80::1%no-such-interface", "fe80::1%lo%lo"] {
+                let message = Parsing.refusal([flag, text])
+                #expect(message.hasPrefix("\(flag): '\(text)' is not a numeric IPv6 address with the zone"),
+                        "\(message)")
+            }
+        }
+        #expect(Parsing.refusal(["--allow-peer", "fe80::1%lo"])
+            .hasPrefix("--allow-peer: 'fe80::1%lo' is not a numeric IPv4 address"))
     }
 
     // MARK: - Repeated flags
