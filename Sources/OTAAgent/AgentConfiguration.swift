@@ -118,6 +118,14 @@ public struct SettingNames: Sendable, Equatable {
 }
 
 /// How the agent talks to Dice-Auth.
+extension SettingNames: CustomDebugStringConvertible {
+    /// The settings given and how, sorted: a dictionary's own order differs from one instance
+    /// to the next, and two equal configurations should read the same.
+    public var debugDescription: String {
+        "SettingNames(" + given.map { "\($0.key.rawValue): \($0.value)" }.sorted().joined(separator: ", ") + ")"
+    }
+}
+
 public struct DiceAuthSettings: Sendable, Equatable {
     /// A PEM file of CA certificates to trust for an https Dice-Auth, instead of the system's.
     public var caPath: String?

@@ -24,7 +24,8 @@ public func fuzzConfigurationParser(_ data: UnsafePointer<UInt8>, _ size: Int) -
     }
 
     let first = parse(arguments, environment)
-    check(describe(first) == describe(parse(arguments, environment)), "two parses of the same input differ")
+    let (once, again) = (describe(first), describe(parse(arguments, environment)))
+    check(once == again, "two parses of the same input differ:\n\(once)\n\(again)")
     switch first {
     case .failure(let error):
         check(error.kind == .configuration, "a parse failed with kind \(error.kind)")
