@@ -155,7 +155,13 @@ public enum ConfigurationParser {
         if argument == "--serve" { return ("--mode", AgentMode.serve.rawValue, false) }
         let (flag, inlineValue) = split(argument)
         if let on = switches[flag] {
-            // Alone it turns the setting on; "--flag=0" spells it out, as the variable does.
+            // Alone it turns the setting on; "--flag=0" spells it out, as the variable does. An
+            // empty "--flag=" (a template's unset variable, say) is refused as for any option:
+            // read as off, it would quietly undo a setting such as --require-proof.
+            if let inlineValue, SettingValues.trimmed(inlineValue).isEmpty {
+                throw .configuration("option \(flag) needs a value after '=' (or none at all: \(flag) "
+                    + "alone turns it on)")
+            }
             return (flag, inlineValue ?? on, false)
         }
         guard argument.hasPrefix("-") else {
@@ -169,6 +175,12 @@ public enum ConfigurationParser {
         }
         guard let value = inlineValue ?? next else {
             throw .configuration("option \(flag) needs a value")
+        }
+        // "--result-file --require-proof" forgot a value; taking the next option as one would
+        // also drop that option.
+        if inlineValue == nil, value.hasPrefix("--") {
+            throw .configuration("option \(flag) needs a value, and the next argument, '\(value)', is an "
+                + "option (write \(flag)=VALUE for a value that starts with --)")
         }
         guard !SettingValues.trimmed(value).isEmpty else {
             throw .configuration("option \(flag) needs a value (leave the option out for its default)")

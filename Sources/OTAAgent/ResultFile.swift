@@ -120,6 +120,16 @@ public enum ResultFile {
         ])
     }
 
+    /// Writes `text` as the result file `configuration` asks for, if any: never over one of the
+    /// files the agent reads, checked here again since a start may fail (or be stopped) before
+    /// its own check ran, and a failed start writes a result file too.
+    public static func write(_ text: String, for configuration: AgentConfiguration) throws(AgentError) {
+        guard let path = configuration.resultFilePath else { return }
+        let name = configuration.settingNames[.resultFile]
+        try checkWritable(path, inputs: configuration.inputFiles, name: name)
+        try write(text, to: path, name: name)
+    }
+
     /// Writes `text` to `path` atomically (see the type's comment); a failure names the
     /// setting as `name` has it.
     public static func write(_ text: String, to path: String,

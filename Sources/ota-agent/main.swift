@@ -112,11 +112,11 @@ func fail(_ error: AgentError) -> Never {
 /// A start that failed after the configuration was read: the message as before, and for an
 /// orchestrator that asked for one, a result file saying so (when it can be written).
 func failToStart(_ error: AgentError, _ configuration: AgentConfiguration, startedAt: Date) -> Never {
-    if let path = configuration.resultFilePath {
+    if configuration.resultFilePath != nil {
         let outcome = error.kind == .configuration ? "configuration-error" : "internal-error"
         let document = ResultFile.document(outcome: outcome, exitCode: ExitCode.of(error), image: nil,
                                            sessions: [], reason: error.message, startedAt: startedAt)
-        try? ResultFile.write(document, to: path)
+        try? ResultFile.write(document, for: configuration)
     }
     fail(error)
 }
@@ -189,12 +189,12 @@ func main() -> Never {
         let gate = StartGate()
         handleStopSignals(stopSet, agent, gate: gate) { number in
             logger.info("stopped-while-starting", [LogField("signal", number)])
-            if let path = configuration.resultFilePath {
+            if configuration.resultFilePath != nil {
                 let document = ResultFile.document(outcome: RunOutcome.interrupted(signal: number).name,
                                                    exitCode: ExitCode.interrupted.rawValue + number, image: nil,
                                                    sessions: [], reason: "stopped before the start was over",
                                                    startedAt: startedAt)
-                try? ResultFile.write(document, to: path)
+                try? ResultFile.write(document, for: configuration)
             }
         }
         let failure: AgentError?
@@ -215,7 +215,7 @@ func main() -> Never {
                                                notListed: summary.sessionsNotListed,
                                                devicesUpdated: summary.devicesUpdated, startedAt: startedAt)
             do {
-                try ResultFile.write(document, to: path, name: configuration.settingNames[.resultFile])
+                try ResultFile.write(document, for: configuration)
                 logger.info("result-file", [LogField("path", path)])
             } catch {
                 // The run's exit code still tells its outcome; the log says what is missing.

@@ -206,6 +206,26 @@ struct OperatorOutputTests {
         #expect(!child.stderr.text.contains("listening"), "\(child.transcript)")
     }
 
+    /// The refusal is a failed start, which writes a result file: never over the file refused.
+    @Test(arguments: ["SERVER_KEY_PATH", "SERVER_CRT_PATH", "NEW_FIRMWARE_PATH"])
+    func aResultFileNamingAnInputLeavesThatInputAlone(setting: String) async throws {
+        let scratch = try ScratchFolder()
+        defer { scratch.remove() }
+        var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL)
+        // Copies, so that a failure of this test cannot harm the fixtures.
+        let copy = scratch.file("input-copy")
+        try FileManager.default.copyItem(atPath: try #require(environment[setting]), toPath: copy.path)
+        let original = try Data(contentsOf: copy)
+        environment[setting] = copy.path
+        environment["OTA_RESULT_FILE"] = copy.path
+        let child = try Agent.launch(environment: environment)
+        defer { child.kill() }
+
+        #expect(await child.waitForExit(within: .seconds(10)) == .exited(2), "\(child.transcript)")
+        #expect(child.stderr.text.contains("the result would overwrite it"), "\(child.transcript)")
+        #expect(try Data(contentsOf: copy) == original, "\(setting) was overwritten")
+    }
+
     @Test func aStartThatFailsLaterStillLeavesAResultFile() async throws {
         let scratch = try ScratchFolder()
         defer { scratch.remove() }

@@ -183,6 +183,26 @@ struct SettingSyntaxParserTests {
             .hasPrefix("--allow-peer: 'fe80::1%lo' is not a numeric IPv4 address"))
     }
 
+    @Test("a switch given an empty value is refused; spelled out, it is read as the variable is")
+    func switchValues() throws {
+        for flag in ["--require-proof", "--allow-any-image", "--image-in-place"] {
+            for empty in ["\(flag)=", "\(flag)= "] {
+                #expect(Parsing.refusal([empty]).hasPrefix("option \(flag) needs a value after '='"), "\(empty)")
+            }
+        }
+        #expect(try !Parsing.parse(["--require-proof=0"]).devicePolicy.requireProof)
+        #expect(try Parsing.parse(["--require-proof"]).devicePolicy.requireProof)
+    }
+
+    @Test("an option whose value would be the next option is refused; written inline, such a value is taken")
+    func optionIsNoValue() throws {
+        let message = Parsing.refusal(["--result-file", "--require-proof"])
+        #expect(message.hasPrefix("option --result-file needs a value, and the next argument, "
+            + "'--require-proof', is an option"), "\(message)")
+        #expect(Parsing.refusal(["--image", "--bind", "127.0.0.1"]).hasPrefix("option --image needs a value"))
+        #expect(try Parsing.parse(["--result-file=--name"]).resultFilePath == "--name")
+    }
+
     // MARK: - Repeated flags
 
     @Test("a single-value flag given twice is a usage error naming it, even with the same value",
