@@ -121,21 +121,36 @@ final class ConnectionLimits: @unchecked Sendable {
 
     /// The session waits on its device on `fd`, which has owed what it waits for since `since`
     /// (not since its last byte: a client trickling its hello a byte at a time is as late as
-    /// one sending nothing), and may keep it waiting `patience` from then.
+    /// one sending nothing), and may keep it waiting `patience` from then. Once the agent
+    /// stops accepting, such a wait ends at once (see `interrupt`).
     func waitingOnDevice(_ ticket: Ticket, fd: Int32, patience: Patience, since: ContinuousClock.Instant) {
         condition.withLock {
             guard !evicted.contains(ticket.id), unattested.contains(ticket.id) else { return }
-            waiting[ticket.id] = Waiting(fd: fd, evictableAt: since + patience.duration)
+            let entry = Waiting(fd: fd, evictableAt: since + patience.duration)
+            if interrupted {
+                evict(ticket.id, entry)
+                return
+            }
+            waiting[ticket.id] = entry
             condition.broadcast()
         }
     }
 
-    /// The wait on the device is over; true when it ended because the session was closed to
-    /// make room.
-    func waitOnDeviceEnded(_ ticket: Ticket) -> Bool {
+    /// How a wait on the device ended.
+    enum WaitEnd {
+        case device
+        /// Closed to make room for a newer connection.
+        case closedForRoom
+        /// Closed because the agent stopped accepting.
+        case closedForStop
+    }
+
+    /// The wait on the device is over; says whether the agent closed the session meanwhile.
+    func waitOnDeviceEnded(_ ticket: Ticket) -> WaitEnd {
         condition.withLock {
             waiting[ticket.id] = nil
-            return evicted.contains(ticket.id)
+            guard evicted.contains(ticket.id) else { return .device }
+            return interrupted ? .closedForStop : .closedForRoom
         }
     }
 
@@ -160,10 +175,14 @@ final class ConnectionLimits: @unchecked Sendable {
         }
     }
 
-    /// Ends every wait for room for good: the agent stops accepting.
+    /// Ends every wait for room for good: the agent stops accepting. Sessions waiting on a
+    /// device that has not sent its certificate are closed too, now and as they come to wait:
+    /// the grace period is for devices being served, not for silent or half-open connections,
+    /// which would otherwise hold the stop up to their handshake deadline.
     func interrupt() {
         condition.withLock {
             interrupted = true
+            for (id, entry) in waiting { evict(id, entry) }
             condition.broadcast()
         }
     }

@@ -186,9 +186,15 @@ struct DeviceSession {
         } catch {
             result = .failure(error)
         }
-        if context.limits.waitOnDeviceEnded(ticket) {
+        switch context.limits.waitOnDeviceEnded(ticket) {
+        case .device:
+            break
+        case .closedForRoom:
             throw .closedByAgent("\(phase): closed to make room: too many connections before attestation, "
                 + "this one kept the agent waiting")
+        case .closedForStop:
+            throw .closedByAgent("\(phase): closed: the agent is stopping, and this device had not sent "
+                + "its certificate")
         }
         return try result.get()
     }

@@ -91,6 +91,31 @@ struct LifecycleTests {
         #expect(agent.log("exiting").first?["outcome"] == "stopped", "\(agent.transcript)")
     }
 
+    /// Connections that never sent a certificate (idle, half a hello, stalled after the server's
+    /// flight) are closed at the stop: the grace period is for devices being served, and they
+    /// would otherwise hold the exit up to their 10 s handshake deadline.
+    @Test func aStopClosesConnectionsThatSentNoCertificate() async throws {
+        var environment = Agent.environment(diceAuthURL: Agent.unusedDiceAuthURL)
+        environment["OTA_MODE"] = "serve"
+        environment["OTA_LOG_LEVEL"] = "debug" // for the `connected` lines
+        let agent = try await Agent.start(environment: environment)
+        defer { agent.child.kill() }
+        let sockets = [try LoopbackSocket.connect(port: agent.port),
+                       try LoopbackSocket.connectSendingPartialHello(port: agent.port),
+                       try LoopbackSocket.connectStallingAfterServerFlight(port: agent.port)]
+        defer { sockets.forEach { close($0) } }
+        _ = await agent.waitForLog("connected", number: 3)
+
+        let stopped = ContinuousClock.now
+        agent.child.send(SIGTERM)
+
+        #expect(await agent.child.waitForExit(within: .seconds(8)) == .exited(0), "\(agent.transcript)")
+        #expect(ContinuousClock.now - stopped < .seconds(5), "\(agent.transcript)")
+        let ends = agent.log("session-end")
+        #expect(ends.count == 3 && ends.allSatisfy { $0["reason"]?.contains("the agent is stopping") == true },
+                "\(agent.transcript)")
+    }
+
     /// Once the first device is updated, a device arriving while another transfer drains is
     /// refused at once (the port is closed), not left waiting for an agent that will not serve it.
     @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"))
