@@ -120,7 +120,10 @@ struct DeviceSession {
                 return
             }
             guard attest(der, &record) else {
-                record.outcome = .refused
+                // No verdict because the agent is stopping says nothing about the device.
+                var unanswered = false
+                if case .unavailable = record.verdict { unanswered = true }
+                record.outcome = unanswered && context.cancel.isFired ? .failed : .refused
                 connection.refuse()
                 return
             }

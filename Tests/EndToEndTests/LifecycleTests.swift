@@ -116,6 +116,30 @@ struct LifecycleTests {
                 "\(agent.transcript)")
     }
 
+    /// A second stop cancels a Dice-Auth call in flight: the device failed (the agent stopped),
+    /// it was not refused (nothing was judged).
+    @Test func aDiceAuthCallCancelledByTheStopIsAFailure() async throws {
+        let testbed = try await Testbed.start(verifierOptions: ["--delay-ms", "5000"],
+                                              settings: ["OTA_MODE": "serve", "OTA_LOG_LEVEL": "debug"])
+        defer { testbed.stop() }
+        let agent = testbed.agent
+        async let device = DeviceSimulator.run(port: agent.port, within: .seconds(30))
+        // The device sends its certificate right after the handshake; the verifier then holds
+        // the agent's request for 5 s, well past this pause.
+        _ = await agent.waitForLog("handshake")
+        try await Task.sleep(for: .milliseconds(500))
+
+        agent.child.send(SIGTERM)
+        _ = await agent.waitForLog("stopping")
+        agent.child.send(SIGTERM)
+
+        #expect(await agent.child.waitForExit(within: .seconds(10)) == .exited(0), "\(agent.transcript)")
+        let end = agent.log("session-end").first
+        #expect(end?["outcome"] == "failed" && end?["phase"] == "attestation", "\(agent.transcript)")
+        #expect(end?["reason"]?.contains("cancelled") == true, "\(agent.transcript)")
+        _ = try? await device
+    }
+
     /// Once the first device is updated, a device arriving while another transfer drains is
     /// refused at once (the port is closed), not left waiting for an agent that will not serve it.
     @Test(.enabled(if: DeviceSimulator.supports("--read-pause-ms"), "needs a slow device"))
