@@ -325,8 +325,9 @@ struct HTTPRequestHead: Equatable {
         var line = bytes[..<lineEnd]
         if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
         let parts = line.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
-        // A malformed line still makes a head: it is answered 400 by an empty method.
-        guard parts.count == 3 else {
+        // A malformed line still makes a head: it is answered 400 by an empty method, whether
+        // it arrived whole or in pieces (see `cannotBeHTTP`).
+        guard parts.count == 3, !Self.breaksLineRules(line) else {
             self.method = ""
             self.target = ""
             self.version = ""
@@ -353,12 +354,18 @@ struct HTTPRequestHead: Equatable {
         var line = bytes[..<(lineEnd ?? bytes.count)]
         // The CR of the line's end (or, the LF not yet here, of its coming end).
         if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-        // Printable ASCII only: no CR inside the line, no TAB, no control or non-ASCII byte.
-        if line.contains(where: { $0 < 0x20 || $0 >= 0x7f }) { return true }
-        let method = line.prefix { $0 != UInt8(ascii: " ") }
-        if !method.allSatisfy(isTokenByte) || method.count > 16 { return true }
+        if breaksLineRules(line) { return true }
         guard lineEnd != nil else { return false }
         return !(HTTPRequestHead(Array(line) + Array("\r\n\r\n".utf8))?.isHTTP1 ?? false)
+    }
+
+    /// A request line (or its start) no request may have: a byte that is not printable ASCII
+    /// (no CR inside the line, no TAB, no control or non-ASCII byte), or a method that is not a
+    /// token or is longer than any real one.
+    private static func breaksLineRules(_ line: ArraySlice<UInt8>) -> Bool {
+        if line.contains(where: { $0 < 0x20 || $0 >= 0x7f }) { return true }
+        let method = line.prefix { $0 != UInt8(ascii: " ") }
+        return !method.allSatisfy(isTokenByte) || method.count > 16
     }
 
     /// RFC 9110's `tchar`: what a method is made of.

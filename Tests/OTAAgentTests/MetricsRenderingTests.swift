@@ -173,6 +173,10 @@ struct MetricsRenderingTests {
             ("POST /healthz HTTP/1.1\r\n\r\n", 405),
             ("GET /healthz HTTP/2.0\r\n\r\n", 400), ("GET healthz HTTP/1.1\r\n\r\n", 400),
             ("GET  /healthz HTTP/1.1\r\n\r\n", 400), ("\r\n\r\n", 400),
+            // Whole heads get the 400 that the same line gets when it arrives in pieces.
+            ("ABCDEFGHIJKLMNOPQ /healthz HTTP/1.1\r\n\r\n", 400), ("GET /heal\u{1}thz HTTP/1.1\r\n\r\n", 400),
+            ("G\u{c9}T /healthz HTTP/1.1\r\n\r\n", 400), ("GET /healthz\u{7f} HTTP/1.1\r\n\r\n", 400),
+            ("GE(T /healthz HTTP/1.1\r\n\r\n", 400),
         ]
         for (request, status) in answers {
             let parsed = HTTPRequestHead(Array(request.utf8))
