@@ -445,7 +445,7 @@ public final class Agent: @unchecked Sendable {
             ota_listener_refuse(fd)
             state.releaseSlot()
             logger.warning("refused-connection", [LogField("device", peer), LogField("reason",
-                "address not allowed (\(EnvironmentKey.deviceAddress.rawValue))")])
+                "address not allowed (\(configuration.settingNames[.deviceAddress]))")])
             return
         }
         guard let ticket = context.limits.admit(address: address) else {

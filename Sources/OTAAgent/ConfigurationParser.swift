@@ -211,7 +211,8 @@ public enum ConfigurationParser {
         configuration.bindAddress = try values.bindAddress("--bind")
         try metrics(values, into: &configuration)
         if let mode = values.string("--mode") {
-            guard let parsed = AgentMode(rawValue: mode) else {
+            // Any case, as the other word-valued settings (log level and format, switches).
+            guard let parsed = AgentMode(rawValue: mode.lowercased()) else {
                 throw .configuration("\(values.name(of: "--mode")): '\(mode)' is not once or serve")
             }
             configuration.mode = parsed

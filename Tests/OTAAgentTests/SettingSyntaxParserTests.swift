@@ -183,6 +183,13 @@ struct SettingSyntaxParserTests {
             .hasPrefix("--allow-peer: 'fe80::1%lo' is not a numeric IPv4 address"))
     }
 
+    @Test("the mode is read in any case, as the other word-valued settings are")
+    func modeInAnyCase() throws {
+        #expect(try Parsing.parse([], ["OTA_MODE": "SERVE"]).mode == .serve)
+        #expect(try Parsing.parse(["--mode", "Once"]).mode == .once)
+        #expect(Parsing.refusal(["--mode", "forever"]) == "--mode: 'forever' is not once or serve")
+    }
+
     @Test("a switch given an empty value is refused; spelled out, it is read as the variable is")
     func switchValues() throws {
         for flag in ["--require-proof", "--allow-any-image", "--image-in-place"] {
