@@ -168,10 +168,10 @@ public enum ConfigurationParser {
             if argument == "check" {
                 throw .configuration("'check' must come first: ota-agent check [options]")
             }
-            throw .configuration("unexpected argument '\(argument)': every setting is an option (see --help)")
+            throw .configuration("unexpected argument \(quoted(argument)): every setting is an option (see --help)")
         }
         guard settings.contains(where: { $0.flag == flag }) else {
-            throw .configuration("unknown option '\(argument)' (see --help)")
+            throw .configuration("unknown option \(quoted(argument)) (see --help)")
         }
         guard let value = inlineValue ?? next else {
             throw .configuration("option \(flag) needs a value")
@@ -179,7 +179,7 @@ public enum ConfigurationParser {
         // "--result-file --require-proof" forgot a value; taking the next option as one would
         // also drop that option.
         if inlineValue == nil, value.hasPrefix("--") {
-            throw .configuration("option \(flag) needs a value, and the next argument, '\(value)', is an "
+            throw .configuration("option \(flag) needs a value, and the next argument, \(quoted(value)), is an "
                 + "option (write \(flag)=VALUE for a value that starts with --)")
         }
         guard !SettingValues.trimmed(value).isEmpty else {
@@ -213,7 +213,7 @@ public enum ConfigurationParser {
         if let mode = values.string("--mode") {
             // Any case, as the other word-valued settings (log level and format, switches).
             guard let parsed = AgentMode(rawValue: mode.lowercased()) else {
-                throw .configuration("\(values.name(of: "--mode")): '\(mode)' is not once or serve")
+                throw .configuration("\(values.name(of: "--mode")): \(quoted(mode)) is not once or serve")
             }
             configuration.mode = parsed
         }
@@ -242,20 +242,20 @@ public enum ConfigurationParser {
         configuration.tls.ciphers = values.string("--tls-ciphers")
         if let version = values.string("--tls-min-version") {
             guard let parsed = TLSVersion(rawValue: version) else {
-                throw .configuration("\(values.name(of: "--tls-min-version")): '\(version)' is not 1.2 or 1.3")
+                throw .configuration("\(values.name(of: "--tls-min-version")): \(quoted(version)) is not 1.2 or 1.3")
             }
             configuration.tls.minimumVersion = parsed
         }
         configuration.devicePolicy = try devicePolicy(values)
         if let level = values.string("--log-level") {
             guard let parsed = LogLevel(name: level) else {
-                throw .configuration("\(values.name(of: "--log-level")): '\(level)' is not a level")
+                throw .configuration("\(values.name(of: "--log-level")): \(quoted(level)) is not a level")
             }
             configuration.logLevel = parsed
         }
         if let format = values.string("--log-format") {
             guard let parsed = LogFormat(rawValue: format.lowercased()) else {
-                throw .configuration("\(values.name(of: "--log-format")): '\(format)' is not text or json")
+                throw .configuration("\(values.name(of: "--log-format")): \(quoted(format)) is not text or json")
             }
             configuration.logFormat = parsed
         }
@@ -271,12 +271,12 @@ public enum ConfigurationParser {
             case "1", "true", "yes": policy.requireProof = true
             case "0", "false", "no": policy.requireProof = false
             default:
-                throw .configuration("\(values.name(of: "--require-proof")): '\(text)' is not 1 or 0")
+                throw .configuration("\(values.name(of: "--require-proof")): \(quoted(text)) is not 1 or 0")
             }
         }
         for item in try values.list("--expect-device") {
             guard let fingerprint = DevicePolicy.fingerprint(item) else {
-                throw .configuration("\(values.name(of: "--expect-device")): '\(item)' is not a certificate "
+                throw .configuration("\(values.name(of: "--expect-device")): \(quoted(item)) is not a certificate "
                     + "fingerprint: 64 hex digits (SHA-256 of the certificate's DER), colons allowed")
             }
             if !policy.expectedDevices.contains(fingerprint) { policy.expectedDevices.append(fingerprint) }
@@ -308,7 +308,7 @@ public enum ConfigurationParser {
         deadlines.close = try values.duration("--close-timeout") ?? deadlines.close
         if let scale = values.string("--deadline-scale") {
             guard let factor = Double(scale), factor > 0, factor <= 1000 else {
-                throw .configuration("\(values.name(of: "--deadline-scale")): '\(scale)' is not a "
+                throw .configuration("\(values.name(of: "--deadline-scale")): \(quoted(scale)) is not a "
                     + "factor greater than 0 and at most 1000")
             }
             deadlines = deadlines.scaled(by: factor)
@@ -321,17 +321,17 @@ public enum ConfigurationParser {
         // Messages show the URL without the credentials it may carry.
         let shown = RedactedURL.text(text)
         guard let url = URL(string: text), let scheme = url.scheme?.lowercased() else {
-            throw .configuration("\(name): '\(shown)' is not a URL")
+            throw .configuration("\(name): \(quoted(shown)) is not a URL")
         }
         guard scheme == "http" || scheme == "https" else {
-            throw .configuration("\(name): scheme '\(scheme)' is not http or https")
+            throw .configuration("\(name): scheme \(quoted(scheme)) is not http or https")
         }
         guard let host = url.host, !host.isEmpty else {
-            throw .configuration("\(name): '\(shown)' has no host")
+            throw .configuration("\(name): \(quoted(shown)) has no host")
         }
         // The same parser as the requests themselves, so a URL accepted here is one curl takes.
         if let problem = CurlURL.problem(text) {
-            throw .configuration("\(name): '\(shown)': \(problem)")
+            throw .configuration("\(name): \(quoted(shown)): \(problem)")
         }
     }
 
@@ -447,7 +447,7 @@ struct SettingValues {
         for text in given.map(Self.trimmed) where !text.isEmpty {
             let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { Self.trimmed(String($0)) }
             guard !parts.contains(where: \.isEmpty) else {
-                throw .configuration("\(name(of: flag)): '\(text)' has an empty item in its comma-separated list")
+                throw .configuration("\(name(of: flag)): \(quoted(text)) has an empty item in its comma-separated list")
             }
             items += parts
         }
@@ -474,7 +474,7 @@ struct SettingValues {
         let zoneKnown = !zone.isEmpty
             && (zone.allSatisfy(\.isASCII) && zone.allSatisfy(\.isNumber) || if_nametoindex(zone) != 0)
         guard host.contains(":"), PeerAddress(numeric: host) != nil, zoneKnown else {
-            throw .configuration("\(name(of: flag)): '\(text)' is not a numeric IPv6 address with "
+            throw .configuration("\(name(of: flag)): \(quoted(text)) is not a numeric IPv6 address with "
                 + "the zone of an interface here (as fe80::1%eth0)")
         }
         return host + "%" + zone
@@ -490,7 +490,7 @@ struct SettingValues {
         let bracketed = text.hasPrefix("[") && text.hasSuffix("]")
         let address = bracketed ? String(text.dropFirst().dropLast()) : text
         guard let value = PeerAddress(numeric: address), !bracketed || address.contains(":") else {
-            throw .configuration("\(name(of: flag)): '\(text)' is not a numeric IPv4 address "
+            throw .configuration("\(name(of: flag)): \(quoted(text)) is not a numeric IPv4 address "
                 + "(dotted quad, as 192.0.2.7) or IPv6 address (as 2001:db8::7 or [2001:db8::7])")
         }
         return (address, value)
@@ -499,7 +499,7 @@ struct SettingValues {
     func integer(_ flag: String, in range: ClosedRange<Int>) throws(AgentError) -> Int? {
         guard let text = string(flag) else { return nil }
         guard let value = Int(text), range.contains(value) else {
-            throw .configuration("\(name(of: flag)): '\(text)' is not a whole number in "
+            throw .configuration("\(name(of: flag)): \(quoted(text)) is not a whole number in "
                 + "\(range.lowerBound)...\(range.upperBound)")
         }
         return value
@@ -512,7 +512,7 @@ struct SettingValues {
         case "1", "true", "yes", "on": return true
         case "0", "false", "no", "off": return false
         default:
-            throw .configuration("\(name(of: flag)): '\(text)' is not 1 or 0 (true or false, yes or no, on or off)")
+            throw .configuration("\(name(of: flag)): \(quoted(text)) is not 1 or 0 (true or false, yes or no, on or off)")
         }
     }
 
@@ -523,7 +523,7 @@ struct SettingValues {
             (0x30...0x39).contains(byte) || (0x41...0x46).contains(byte) || (0x61...0x66).contains(byte)
         }
         guard text.utf8.count == 64, isHex else {
-            throw .configuration("\(name(of: flag)): '\(text)' is not a SHA-256 digest (64 hex digits)")
+            throw .configuration("\(name(of: flag)): \(quoted(text)) is not a SHA-256 digest (64 hex digits)")
         }
         return text.lowercased()
     }
@@ -531,9 +531,23 @@ struct SettingValues {
     func duration(_ flag: String) throws(AgentError) -> Duration? {
         guard let text = string(flag) else { return nil }
         guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 31_536_000 else {
-            throw .configuration("\(name(of: flag)): '\(text)' is not a number of seconds "
+            throw .configuration("\(name(of: flag)): \(quoted(text)) is not a number of seconds "
                 + "greater than 0 and at most 31536000 (a year)")
         }
         return .milliseconds(Int64((seconds * 1000).rounded(.up)))
     }
+}
+
+/// A value as a message shows it: in single quotes, control characters escaped (a terminal
+/// must not obey them), and cut short past 256 characters with the length said.
+func quoted(_ text: String) -> String {
+    let limit = 256
+    var shown = ""
+    for scalar in text.unicodeScalars.prefix(limit) {
+        let value = scalar.value
+        shown += value < 0x20 || (0x7f...0x9f).contains(value)
+            ? "\\u{" + String(value, radix: 16) + "}" : String(scalar)
+    }
+    let count = text.unicodeScalars.count
+    return "'" + shown + (count > limit ? "...' (\(count) characters)" : "'")
 }

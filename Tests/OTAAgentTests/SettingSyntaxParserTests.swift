@@ -183,6 +183,14 @@ struct SettingSyntaxParserTests {
             .hasPrefix("--allow-peer: 'fe80::1%lo' is not a numeric IPv4 address"))
     }
 
+    @Test("a refused value is shown with its control characters escaped and cut short when long")
+    func refusedValuesAreShownSafely() {
+        let escaped = Parsing.refusal(["--port", "1\u{1b}[31m\u{7}"])
+        #expect(escaped == "--port: '1\\u{1b}[31m\\u{7}' is not a whole number in 0...65535", "\(escaped)")
+        let long = Parsing.refusal(["--mode", String(repeating: "x", count: 10_000)])
+        #expect(long.count < 400 && long.contains("...' (10000 characters)"), "\(long)")
+    }
+
     @Test("the mode is read in any case, as the other word-valued settings are")
     func modeInAnyCase() throws {
         #expect(try Parsing.parse([], ["OTA_MODE": "SERVE"]).mode == .serve)
