@@ -512,7 +512,8 @@ struct SettingValues {
         case "1", "true", "yes", "on": return true
         case "0", "false", "no", "off": return false
         default:
-            throw .configuration("\(name(of: flag)): \(quoted(text)) is not 1 or 0 (true or false, yes or no, on or off)")
+            throw .configuration("\(name(of: flag)): \(quoted(text)) is not 1 or 0 "
+                + "(true or false, yes or no, on or off)")
         }
     }
 

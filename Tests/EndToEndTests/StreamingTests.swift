@@ -5,14 +5,21 @@ import Testing
 /// The image arrives byte for byte whatever its size, in records the device can take.
 @Suite("Streaming")
 struct StreamingTests {
+    /// A testbed whose agent serves `size` random bytes, written into `scratch`.
+    private static func serveRandomImage(of size: Int, in scratch: ScratchFolder) async throws
+        -> (ServedImage, Testbed)
+    {
+        let image = try await ServedImage.of(try scratch.writeRandom("image.bin", count: size))
+        return (image, try await Testbed.start(image: image.url))
+    }
+
     /// Edges of the 16 KiB record: one byte, exactly one and three records, one byte over, and
     /// an image larger than 64 MiB.
     @Test(arguments: [1, 16_384, 3 * 16_384, 3 * 16_384 + 1, 3 * 1024 * 1024 + 7, 64 * 1024 * 1024 + 1])
     func imageOfAnySizeArrivesByteForByte(size: Int) async throws {
         let scratch = try ScratchFolder()
         defer { scratch.remove() }
-        let image = try await ServedImage.of(try scratch.writeRandom("image.bin", count: size))
-        let testbed = try await Testbed.start(image: image.url)
+        let (image, testbed) = try await Self.serveRandomImage(of: size, in: scratch)
         defer { testbed.stop() }
         let agent = testbed.agent
 
@@ -61,8 +68,7 @@ struct StreamingTests {
     func anOpenSSLClientReadsTheImageByteForByte(suite: String, size: Int) async throws {
         let scratch = try ScratchFolder()
         defer { scratch.remove() }
-        let image = try await ServedImage.of(try scratch.writeRandom("image.bin", count: size))
-        let testbed = try await Testbed.start(image: image.url)
+        let (image, testbed) = try await Self.serveRandomImage(of: size, in: scratch)
         defer { testbed.stop() }
         let agent = testbed.agent
 

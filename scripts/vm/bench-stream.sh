@@ -16,6 +16,9 @@
 
 set -u
 
+# The helpers the VM scripts share (scripts/vm/guest.sh).
+. /guest.sh
+
 mib="${bench_mib:-32}"
 runs="${bench_runs:-3}"
 backends="$(echo "${bench_backends:-openssl,mbedtls}" | tr ',' ' ')"
@@ -45,19 +48,6 @@ fact() {
 
 calc() {
     awk "BEGIN { printf \"${2:-%.2f}\", ($1) }"
-}
-
-# Prints the first line of file $1 matching pattern $2, waiting up to $3 seconds for it.
-wait_for_line() {
-    tries=$(($3 * 10))
-    while [ "$tries" -gt 0 ]; do
-        if grep -m 1 -e "$2" "$1" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-        tries=$((tries - 1))
-    done
-    return 1
 }
 
 # The value of key $1 in the key=value line on stdin, or nothing.

@@ -39,8 +39,9 @@ stage_initramfs() {
     chmod 755 "$tree/ktls-checks.sh"
 }
 
-# What every VM needs, in a fresh tree $1: static busybox, /init, the sample certificates and
-# the kernel modules named after the unpacked kernel package $2, with their load order.
+# What every VM needs, in a fresh tree $1: static busybox, /init, the helpers of the scripts it
+# runs (/guest.sh), the sample certificates and the kernel modules named after the unpacked
+# kernel package $2, with their load order.
 stage_base() {
     local tree="$1" kernel_root="$2"
     shift 2
@@ -62,6 +63,7 @@ stage_base() {
 
     cp "$repo_root/scripts/vm/init" "$tree/init"
     chmod 755 "$tree/init"
+    cp "$repo_root/scripts/vm/guest.sh" "$tree/guest.sh"
 }
 
 # Copies the programs (paths after $2) into folder $2 of tree $1, and every shared library they

@@ -11,6 +11,9 @@
 # No `set -e`: a failed check is counted and the next one still runs.
 set -u
 
+# The helpers the VM scripts share (scripts/vm/guest.sh).
+. /guest.sh
+
 # The three programs; /init puts them on PATH too, but the script should not depend on that.
 export PATH="/opt/ota/bin:$PATH"
 certs=/certs
@@ -55,19 +58,6 @@ show() {
 # Milliseconds since boot, good enough to time a transfer.
 now_ms() {
     awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime
-}
-
-# Prints the first line of file $1 matching pattern $2, waiting up to $3 seconds for it.
-wait_for_line() {
-    local tries=$(($3 * 10))
-    while [ "$tries" -gt 0 ]; do
-        if grep -m 1 -e "$2" "$1" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-        tries=$((tries - 1))
-    done
-    return 1
 }
 
 # The value of key $2 in the key=value log line $1, or nothing.
@@ -240,11 +230,7 @@ consecutive_devices() {
         fi
     done
     # The agent logs session-end a moment after each device exits.
-    local tries=300
-    while [ "$(grep -c ' session-end ' "$log")" -lt "$devices" ] && [ "$tries" -gt 0 ]; do
-        sleep 0.1
-        tries=$((tries - 1))
-    done
+    wait_for_count "$log" ' session-end ' "$devices" 30
     after="$(tls_counter TlsTxSw)"
     kernel_paths="$(grep ' session-end ' "$log" | grep -c " path=$expected_path ")"
     stop_agent
