@@ -51,6 +51,7 @@ struct ota_conn {
     char transfer_note[256];   /* why the transfer took its path, and who encrypts */
     int stall_timeout_ms;      /* from the last transfer's limits, for the final phase */
     int64_t transfer_deadline; /* the last transfer's whole deadline (INT64_MAX: none) */
+    int sigpipe_ignored;       /* SIGPIPE was ignored process-wide when the connection came */
     char detail[OTA_DETAIL_SIZE];
 };
 
@@ -72,6 +73,7 @@ ota_conn_new(const ota_server_config *config, int fd, const ota_cancel *cancel)
     conn->transfer_path = "";
     conn->stall_timeout_ms = -1;
     conn->transfer_deadline = INT64_MAX;
+    conn->sigpipe_ignored = ota_sigpipe_ignored();
 
     conn->session = ota_tls_session_new(ota_server_config_credentials(config), fd, conn->detail,
                                         sizeof(conn->detail));
@@ -118,7 +120,7 @@ static int
 ota_conn_step_once(ota_conn *conn, ota_conn_step step, void *argument)
 {
     struct ota_sigpipe_state sigpipe;
-    ota_sigpipe_block(&sigpipe);
+    ota_sigpipe_block(&sigpipe, conn->sigpipe_ignored);
     int result = step(conn, argument);
     ota_sigpipe_restore(&sigpipe);
     return result;
@@ -412,6 +414,20 @@ ota_conn_choose_user_engine(ota_conn *conn)
                    used > 0 ? "; " : "", engine);
 }
 
+/*
+ * Holds partial TCP segments back while records are written one by one, so that records,
+ * close_notify and the FIN leave in full segments: each segment costs the sender its own trip
+ * through the stack (on loopback, the receiver's too). Only a partial tail is ever held, and
+ * never for long: the next record completes it, and ota_conn_finish's shutdown(2) sends it
+ * with the FIN (a reset discards it).
+ */
+static void
+ota_conn_cork(ota_conn *conn)
+{
+    int on = 1;
+    setsockopt(conn->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+}
+
 /* The fallback path: pread into one fixed buffer, written as full TLS records. */
 static int
 ota_conn_send_by_pread(ota_conn *conn, const ota_image *image,
@@ -432,6 +448,7 @@ ota_conn_send_by_pread(ota_conn *conn, const ota_image *image,
 
     conn->transfer_path = "pread";
     ota_conn_choose_user_engine(conn);
+    ota_conn_cork(conn);
     for (uint64_t offset = 0; offset < size;) {
         size_t length = size - offset < block ? (size_t)(size - offset) : block;
         int status = ota_image_read_at(image, conn->transfer_buffer, length, offset);

@@ -21,6 +21,7 @@
 struct ota_listener {
     int fd;
     int interrupt_fd;
+    int interrupted; /* set (atomically) with the interrupt's eventfd, read without a poll */
     uint16_t port;
     char address[INET6_ADDRSTRLEN];
 };
@@ -265,11 +266,14 @@ ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel *ca
         return OTA_ERR_CANCELLED;
     }
 
+    /* accept(2) first and poll only when nothing waits: the accept loop has usually just seen
+     * the connection in ota_listener_wait_connection, and a second poll would cost a system
+     * call per device. The interrupt and the cancel source still win over a waiting device. */
     int64_t deadline = ota_deadline_after(timeout_ms);
     for (;;) {
-        int status = ota_listener_wait(listener, deadline, cancel);
-        if (status != OTA_OK) {
-            return status;
+        if (__atomic_load_n(&listener->interrupted, __ATOMIC_ACQUIRE) ||
+            ota_cancel_is_fired(cancel)) {
+            return OTA_ERR_CANCELLED;
         }
 
         struct sockaddr_storage address;
@@ -285,9 +289,15 @@ ota_listener_accept(ota_listener *listener, int timeout_ms, const ota_cancel *ca
             *client_fd = fd;
             return OTA_OK;
         }
-        /* A connection reset before we took it, or another thread won the race: wait again. */
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED ||
-            errno == EINTR || errno == EPROTO) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int status = ota_listener_wait(listener, deadline, cancel);
+            if (status != OTA_OK) {
+                return status;
+            }
+            continue;
+        }
+        /* A connection reset before we took it: try again. */
+        if (errno == ECONNABORTED || errno == EINTR || errno == EPROTO) {
             continue;
         }
         snprintf(peer, peer_size, "accept: %s", strerror(errno));
@@ -302,6 +312,7 @@ ota_listener_interrupt(ota_listener *listener)
         return;
     }
 
+    __atomic_store_n(&listener->interrupted, 1, __ATOMIC_RELEASE);
     uint64_t one = 1;
     ssize_t written = write(listener->interrupt_fd, &one, sizeof(one));
     (void)written;

@@ -90,7 +90,8 @@ struct ota_sigpipe_state {
     int was_pending;
     int skipped; /* SIGPIPE is ignored process-wide: nothing was changed */
 };
-void ota_sigpipe_block(struct ota_sigpipe_state *state);
+int ota_sigpipe_ignored(void);
+void ota_sigpipe_block(struct ota_sigpipe_state *state, int ignored);
 void ota_sigpipe_restore(struct ota_sigpipe_state *state);
 
 #endif /* OTA_INTERNAL_H */

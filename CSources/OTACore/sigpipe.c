@@ -15,8 +15,9 @@
 #include "ota_internal.h"
 
 /* Whether the process ignores SIGPIPE already (as the agent's CLI does): then there is
- * nothing to hold off, and the four signal-mask calls per write can be skipped. */
-static int
+ * nothing to hold off, and the four signal-mask calls per write can be skipped. A connection
+ * asks once, when it is made (a system call each time would cost more than the check saves). */
+int
 ota_sigpipe_ignored(void)
 {
     struct sigaction current;
@@ -24,9 +25,9 @@ ota_sigpipe_ignored(void)
 }
 
 void
-ota_sigpipe_block(struct ota_sigpipe_state *state)
+ota_sigpipe_block(struct ota_sigpipe_state *state, int ignored)
 {
-    state->skipped = ota_sigpipe_ignored();
+    state->skipped = ignored;
     if (state->skipped) {
         return;
     }

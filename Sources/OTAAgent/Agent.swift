@@ -107,7 +107,7 @@ public final class Agent: @unchecked Sendable {
                                                               sessions: configuration.maxConcurrent),
                                      deadlines: configuration.deadlines, cancel: cancel, logger: logger)
         context.policy = configuration.devicePolicy
-        context.progress = ProgressBoard(logger: logger)
+        context.progress = ProgressBoard(logger: logger, lineInterval: configuration.progressInterval)
         let metricsServer = try makeMetricsServer()
         handlesLock.withLock {
             startedContext = context

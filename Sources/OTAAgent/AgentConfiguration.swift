@@ -50,6 +50,10 @@ public struct AgentConfiguration: Sendable {
     public var devicePolicy = DevicePolicy()
     /// `text` (key=value lines) or `json` (one object per line) for the log on standard error.
     public var logFormat: LogFormat = .text
+    /// Off a terminal, the least time between two `progress` lines of one transfer (each at a
+    /// tenth of the image); zero logs every tenth. A transfer shorter than this logs none: its
+    /// `session-end` line says the rest.
+    public var progressInterval: Duration = .seconds(1)
     /// Where the CLI writes its JSON summary of the run on exit; checked writable at start.
     public var resultFilePath: String?
     public var logLevel: LogLevel = .info

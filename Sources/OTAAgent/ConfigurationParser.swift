@@ -96,6 +96,9 @@ public enum ConfigurationParser {
                 help: "debug, info, warning or error (default info)"),
         Setting(flag: "--log-format", key: .logFormat, value: "text|json",
                 help: "text: key=value lines (default); json: one JSON object per line"),
+        Setting(flag: "--progress-interval", key: .progressInterval, value: "SECONDS",
+                help: "off a terminal, least time between a transfer's progress lines (default 1; "
+                    + "0 = every tenth)"),
         Setting(flag: "--result-file", key: .resultFile, value: "PATH",
                 help: "on exit, write a JSON summary of the run and of every device there"),
     ]
@@ -259,6 +262,8 @@ public enum ConfigurationParser {
             }
             configuration.logFormat = parsed
         }
+        configuration.progressInterval = try values.duration("--progress-interval", allowingZero: true)
+            ?? configuration.progressInterval
         configuration.resultFilePath = values.string("--result-file")
         configuration.settingNames = values.names
         return configuration
@@ -350,7 +355,8 @@ public enum ConfigurationParser {
             "writable. One line per check (ok, warn or FAIL and why); exit 0 when none fails.",
             "",
             "Logs go to standard error. There, on a terminal, transfers in flight show on a live",
-            "status line; elsewhere (or with --log-format json) each logs a progress line at every 10%.",
+            "status line; elsewhere (or with --log-format json) each logs a progress line at every 10%,",
+            "at most one a second (--progress-interval).",
             "",
             "options:",
         ]
@@ -529,11 +535,12 @@ struct SettingValues {
         return text.lowercased()
     }
 
-    func duration(_ flag: String) throws(AgentError) -> Duration? {
+    func duration(_ flag: String, allowingZero: Bool = false) throws(AgentError) -> Duration? {
         guard let text = string(flag) else { return nil }
-        guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 31_536_000 else {
+        guard let seconds = Double(text), seconds.isFinite, seconds > 0 || (allowingZero && seconds == 0),
+              seconds <= 31_536_000 else {
             throw .configuration("\(name(of: flag)): \(quoted(text)) is not a number of seconds "
-                + "greater than 0 and at most 31536000 (a year)")
+                + "\(allowingZero ? "from 0" : "greater than 0") and at most 31536000 (a year)")
         }
         return .milliseconds(Int64((seconds * 1000).rounded(.up)))
     }

@@ -34,6 +34,7 @@ public enum EnvironmentKey: String, CaseIterable, Sendable {
     case tlsMinVersion = "OTA_TLS_MIN_VERSION"
     case logLevel = "OTA_LOG_LEVEL"
     case logFormat = "OTA_LOG_FORMAT"
+    case progressInterval = "OTA_PROGRESS_INTERVAL"
     case resultFile = "OTA_RESULT_FILE"
     case requireProof = "OTA_REQUIRE_PROOF"
     case expectedDevices = "OTA_EXPECTED_DEVICES"

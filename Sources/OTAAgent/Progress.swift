@@ -77,7 +77,9 @@ func writeAll(_ descriptor: Int32, _ text: String) {
 
 /// One transfer's progress. `update` runs on the session's thread after every block the core
 /// hands to TLS, so it does only a relaxed atomic store and a comparison; a `progress` log line
-/// goes out at most once per tenth of the image.
+/// goes out at a tenth of the image, and only when `lineInterval` has passed since the last
+/// one (or since the start): a fleet's fast transfers would otherwise each write ten lines that
+/// the `session-end` line makes redundant, and cost the agent more than their transfer.
 final class TransferProgress: @unchecked Sendable {
     let peer: String
     let fingerprint: String?
@@ -87,14 +89,22 @@ final class TransferProgress: @unchecked Sendable {
     let sent = Atomic<UInt64>(0)
     /// Where progress lines go, when there is no status line.
     private let events: Logger?
+    /// The least time between two progress lines; zero: a line at every tenth.
+    private let lineInterval: Duration
     /// The tenth of the image at which the next progress line is due (session thread only).
     private var nextTenth: UInt64 = 1
+    /// When the last progress line went out, or the transfer began (session thread only).
+    private var lastLine: ContinuousClock.Instant
 
-    init(peer: String, fingerprint: String?, total: UInt64, events: Logger?) {
+    init(peer: String, fingerprint: String?, total: UInt64, events: Logger?,
+         lineInterval: Duration = .zero)
+    {
         self.peer = peer
         self.fingerprint = fingerprint
         self.total = total
         self.events = events
+        self.lineInterval = lineInterval
+        lastLine = started
     }
 
     func update(_ done: UInt64) {
@@ -104,6 +114,10 @@ final class TransferProgress: @unchecked Sendable {
         var tenth = nextTenth
         while tenth < 10 && done >= mark(tenth + 1) { tenth += 1 }
         nextTenth = tenth + 1
+
+        let now = ContinuousClock.now
+        guard now - lastLine >= lineInterval else { return }
+        lastLine = now
         log(done, percent: Int(tenth * 10), to: events)
     }
 
@@ -143,27 +157,31 @@ final class TransferProgress: @unchecked Sendable {
 
 /// The transfers in flight, reported the way the log's destination allows: on a terminal (text
 /// format), a status line redrawn at most four times a second by a thread of its own; anywhere
-/// else (or in JSON format), `progress` log lines at every tenth of the image. The drawing
+/// else (or in JSON format), `progress` log lines at tenths of the image, at most one per
+/// `lineInterval` (see `TransferProgress`). The drawing
 /// thread, started with the first transfer, then lives as long as the process (it sleeps while
 /// no transfer runs): fine for the CLI, one idle thread for an embedder that logs to a terminal.
 final class ProgressBoard: @unchecked Sendable {
     private let logger: Logger
     private let statusLine: TerminalStatusLine?
+    private let lineInterval: Duration
     private let condition = NSCondition()
     private var transfers: [TransferProgress] = []
     private var drawing = false
 
     static let redrawInterval: Duration = .milliseconds(250)
 
-    init(logger: Logger) {
+    init(logger: Logger, lineInterval: Duration = .seconds(1)) {
         self.logger = logger
+        self.lineInterval = lineInterval
         statusLine = logger.format == .text ? logger.statusLine : nil
     }
 
     /// A transfer starts: its progress object, for `update` after every block.
     func begin(peer: String, fingerprint: String?, total: UInt64) -> TransferProgress {
         let transfer = TransferProgress(peer: peer, fingerprint: fingerprint, total: total,
-                                        events: statusLine == nil ? logger : nil)
+                                        events: statusLine == nil ? logger : nil,
+                                        lineInterval: lineInterval)
         guard let statusLine else { return transfer }
         condition.withLock {
             transfers.append(transfer)

@@ -26,7 +26,9 @@ struct OperatorOutputTests {
         let image = try await ServedImage.sample()
         let verifier = try await Verifier.start()
         defer { verifier.child.kill() }
-        let (agent, port) = try await startJSONAgent(Agent.environment(diceAuthURL: verifier.url))
+        var environment = Agent.environment(diceAuthURL: verifier.url)
+        environment["OTA_PROGRESS_INTERVAL"] = "0"
+        let (agent, port) = try await startJSONAgent(environment)
         defer { agent.kill() }
 
         let run = try await DeviceSimulator.run(port: port)
@@ -51,8 +53,22 @@ struct OperatorOutputTests {
                 "\(agent.transcript)")
     }
 
+    @Test func byDefaultATransferUnderASecondLogsNoProgressLineOnlyItsEnd() async throws {
+        let testbed = try await Testbed.start()
+        defer { testbed.stop() }
+        let agent = testbed.agent
+
+        let run = try await DeviceSimulator.run(port: agent.port)
+        #expect(run.termination == .exited(0), "\(run.transcript)\n\(agent.transcript)")
+        let end = await agent.waitForLog("session-end")
+        #expect(end?["outcome"] == "updated" && end?.integer("bytes") == 327_760, "\(agent.transcript)")
+        // On loopback the whole image goes in milliseconds, well under the 1 s default.
+        let ms = end?.integer("ms") ?? Int.max
+        #expect(ms >= 1000 || agent.log("progress").isEmpty, "\(agent.transcript)")
+    }
+
     @Test func offATerminalProgressIsALogLineAtEveryTenthPerDevice() async throws {
-        let testbed = try await Testbed.start(settings: ["OTA_MODE": "serve"])
+        let testbed = try await Testbed.start(settings: ["OTA_MODE": "serve", "OTA_PROGRESS_INTERVAL": "0"])
         defer { testbed.stop() }
         let agent = testbed.agent
 

@@ -62,6 +62,18 @@ struct OperatorSettingsParserTests {
         #expect(byVariable.contains("OTA_LOG_FORMAT") && byVariable.contains("'logfmt'"), "\(byVariable)")
     }
 
+    @Test("--progress-interval and OTA_PROGRESS_INTERVAL: 1 s unless set, 0 allowed, the flag wins")
+    func progressInterval() throws {
+        #expect(try parsed().progressInterval == .seconds(1))
+        #expect(try parsed(["--progress-interval", "0"]).progressInterval == .zero)
+        #expect(try parsed([], ["OTA_PROGRESS_INTERVAL": "2.5"]).progressInterval == .milliseconds(2500))
+        #expect(try parsed(["--progress-interval=0.2"], ["OTA_PROGRESS_INTERVAL": "9"]).progressInterval
+                == .milliseconds(200))
+        let negative = refusal(["--progress-interval", "-1"])
+        #expect(negative.contains("--progress-interval") && negative.contains("from 0"), "\(negative)")
+        #expect(refusal([], ["OTA_PROGRESS_INTERVAL": "often"]).contains("OTA_PROGRESS_INTERVAL"))
+    }
+
     @Test("--result-file and OTA_RESULT_FILE name the result file; the flag wins")
     func resultFile() throws {
         #expect(try parsed(["--result-file", "/run/ota/result.json"]).resultFilePath == "/run/ota/result.json")

@@ -2,13 +2,18 @@ import Foundation
 import Testing
 @testable import OTAAgent
 
-/// The `progress` lines a transfer of `total` bytes logs when blocks of `block` bytes go out.
-private func progressLines(total: UInt64, block: UInt64) throws -> [[String: Any]] {
+/// The `progress` lines a transfer of `total` bytes logs when blocks of `block` bytes go out,
+/// `pause` apart, with at least `interval` between two lines.
+private func progressLines(total: UInt64, block: UInt64, interval: Duration = .zero,
+                           pause: Duration = .zero) throws -> [[String: Any]]
+{
     let captured = CapturedLines()
     let transfer = TransferProgress(peer: "127.0.0.1:5", fingerprint: "86d8e904f5c1", total: total,
-                                    events: Logger(level: .info, format: .json, sink: captured.sink))
+                                    events: Logger(level: .info, format: .json, sink: captured.sink),
+                                    lineInterval: interval)
     var done: UInt64 = 0
     while done < total {
+        if pause > .zero { Thread.sleep(forTimeInterval: pause.seconds) }
         done = min(total, done + block)
         transfer.update(done)
     }
@@ -40,6 +45,22 @@ struct ProgressTests {
         let lines = try progressLines(total: 100, block: 35)
         #expect(lines.compactMap { ($0["percent"] as? NSNumber)?.intValue } == [30, 70, 100])
         #expect(try progressLines(total: 1, block: 1).compactMap { ($0["percent"] as? NSNumber)?.intValue } == [100])
+    }
+
+    @Test("with an interval, a tenth passed sooner than it after the last line gives none")
+    func interval() throws {
+        // All at once: no tenth comes a second after the start.
+        #expect(try progressLines(total: 327_760, block: 16_384, interval: .seconds(1)).isEmpty)
+        // A block every 30 ms, one line at most every 100 ms: fewer lines than tenths, each
+        // at a later tenth, and never two sooner than the interval.
+        let lines = try progressLines(total: 1000, block: 50, interval: .milliseconds(100),
+                                      pause: .milliseconds(30))
+        let percents = lines.compactMap { ($0["percent"] as? NSNumber)?.intValue }
+        #expect(!percents.isEmpty && percents.count < 10 && percents == percents.sorted(), "\(percents)")
+        #expect(Set(percents).count == percents.count, "\(percents)")
+        let times = lines.compactMap { ($0["ms"] as? NSNumber)?.intValue }
+        #expect(zip(times.dropFirst(), times).allSatisfy { $0 - $1 >= 99 } && times.first ?? 0 >= 99,
+                "\(times)")
     }
 
     @Test("sizes and times read as people write them")

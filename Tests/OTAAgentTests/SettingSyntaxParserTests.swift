@@ -47,6 +47,7 @@ struct SettingSyntaxParserTests {
         "--allow-peer": ("192.0.2.7", [:]),
         "--log-level": ("debug", [:]),
         "--log-format": ("json", [:]),
+        "--progress-interval": ("0.5", [:]),
         "--result-file": ("/tmp/result.json", [:]),
     ]
 
