@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Severity of a log line.
 public enum LogLevel: Int, Comparable, Sendable {
@@ -136,9 +137,14 @@ public final class Logger: @unchecked Sendable {
     public func error(_ event: String, _ fields: [LogField] = []) { log(.error, event, fields) }
 
     private static func textLine(_ level: LogLevel, _ event: String, _ fields: [LogField]) -> String {
-        var line = "\(timestamp()) \(level.name) \(event)"
+        var line = timestamp()
+        line.reserveCapacity(256)
+        for part in [" ", level.name, " ", event] { line += part }
         for field in fields {
-            line += " \(field.key)=\(quoted(field.value))"
+            line += " "
+            line += field.key
+            line += "="
+            line += quoted(field.value)
         }
         return line
     }
@@ -161,10 +167,7 @@ public final class Logger: @unchecked Sendable {
     /// characters escaped, so one event stays one machine-splittable line whatever a device
     /// put in its certificate.
     static func quoted(_ value: String) -> String {
-        let needsQuotes = value.unicodeScalars.contains { scalar in
-            scalar == " " || scalar == "\"" || scalar == "=" || scalar == "\\" || isControl(scalar)
-        }
-        if !value.isEmpty && !needsQuotes {
+        if !value.isEmpty && !needsQuotes(value) {
             return value
         }
 
@@ -184,31 +187,60 @@ public final class Logger: @unchecked Sendable {
         return "\"\(escaped)\""
     }
 
+    /// Whether `value` holds a space, `"`, `=`, `\\` or a control character, read as UTF-8 bytes:
+    /// nearly every value needs no quotes, and a scan of bytes costs a fraction of one of
+    /// Unicode scalars. C1 controls (U+0080 to U+009F) are the two bytes C2 80 to C2 9F.
+    private static func needsQuotes(_ value: String) -> Bool {
+        var afterC2 = false
+        for byte in value.utf8 {
+            switch byte {
+            case 0...0x20, 0x22, 0x3D, 0x5C, 0x7F: return true
+            case 0x80...0x9F where afterC2: return true
+            default: afterC2 = byte == 0xC2
+            }
+        }
+        return false
+    }
+
     /// Unicode's control characters (general category Cc), by value: a property lookup per
     /// character costs more than the rest of a log line.
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
     }
 
+    /// The last second `timestamp()` wrote, as "2026-12-04T17:10:00": lines come many to a
+    /// second, and only the milliseconds change between them.
+    private static let lastSecond = Mutex<(seconds: Int64, text: String)>((-1, ""))
+
     /// "2026-12-04T17:10:00.123Z", built by hand: Foundation's formatting consults the locale
     /// and costs tens of microseconds a line.
     static func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        return utc(seconds: Int64(now.tv_sec), milliseconds: now.tv_nsec / 1_000_000)
+        let seconds = Int64(now.tv_sec)
+        var text = lastSecond.withLock { last in
+            if last.seconds != seconds { last = (seconds, utcSecond(seconds)) }
+            return last.text
+        }
+        text += "." + digits(now.tv_nsec / 1_000_000, 3) + "Z"
+        return text
     }
 
     /// A moment as "2026-12-04T17:10:00Z", or with milliseconds "2026-12-04T17:10:00.123Z".
     static func utc(seconds: Int64, milliseconds: Int? = nil) -> String {
+        utcSecond(seconds) + (milliseconds.map { "." + digits($0, 3) } ?? "") + "Z"
+    }
+
+    /// "2026-12-04T17:10:00": the date and time to the second, without a zone.
+    private static func utcSecond(_ seconds: Int64) -> String {
         var moment = time_t(seconds)
         var parts = tm()
         gmtime_r(&moment, &parts)
         let date = "\(digits(Int(parts.tm_year) + 1900, 4))-\(digits(Int(parts.tm_mon) + 1, 2))-"
             + digits(Int(parts.tm_mday), 2)
-        var time = "\(digits(Int(parts.tm_hour), 2)):\(digits(Int(parts.tm_min), 2)):"
+        let time = "\(digits(Int(parts.tm_hour), 2)):\(digits(Int(parts.tm_min), 2)):"
             + digits(Int(parts.tm_sec), 2)
-        if let milliseconds { time += ".\(digits(milliseconds, 3))" }
-        return "\(date)T\(time)Z"
+        return "\(date)T\(time)"
     }
 
     /// `value` in decimal, zero-padded to `width`.

@@ -76,6 +76,22 @@ struct LoggerTests {
         #expect(stamp.timeIntervalSince(after) < 0.002, "time \(time) is UTC and now")
     }
 
+    @Test("the time stamp follows the clock past a second's end (the second's text is kept)")
+    func timeAcrossSeconds() async throws {
+        #expect(Logger.utc(seconds: 0) == "1970-01-01T00:00:00Z")
+        #expect(Logger.utc(seconds: 1_796_400_000, milliseconds: 7) == "2026-12-04T16:00:00.007Z")
+        let parser = ISO8601DateFormatter()
+        parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        for round in 0..<3 {
+            if round > 0 { try await Task.sleep(for: .milliseconds(600)) }
+            let before = Date()
+            let stamp = try #require(parser.date(from: Logger.timestamp()))
+            let after = Date()
+            #expect(stamp.timeIntervalSince(before) > -0.002 && stamp.timeIntervalSince(after) < 0.002,
+                    "\(stamp) not between \(before) and \(after)")
+        }
+    }
+
     @Test("each level writes its name", arguments: [(LogLevel.debug, "debug"), (.info, "info"),
                                                     (.warning, "warning"), (.error, "error")])
     func levelNames(level: LogLevel, name: String) throws {
