@@ -434,7 +434,9 @@ public final class Agent: @unchecked Sendable {
     }
 
     private func formatPeer(_ address: String, _ port: UInt16) -> String {
-        address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
+        // A Character, not a String: Foundation's substring search would cost a lookup through
+        // NSString for every device.
+        address.contains(":" as Character) ? "[\(address)]:\(port)" : "\(address):\(port)"
     }
 
     /// Serves a new connection, or turns it away at once when its address already holds too many.

@@ -51,6 +51,13 @@ struct MetricsTests {
         #expect(afterUpdate.value("ota_agent_transfer_duration_seconds_count", ["outcome": "updated"]) == 1)
         #expect(afterUpdate.value("ota_agent_transfers_in_flight") == 0, "\(afterUpdate)")
         #expect(afterUpdate.value("ota_agent_sessions_in_flight") == 0, "\(afterUpdate)")
+        // The process's own figures: an update (a handshake, a signature) costs CPU time, to
+        // the microsecond; a Swift process with TLS loaded holds megabytes.
+        let cpuBefore = try #require(before.value("process_cpu_seconds_total"), "\(before)")
+        let cpuAfter = try #require(afterUpdate.value("process_cpu_seconds_total"), "\(afterUpdate)")
+        #expect(cpuBefore > 0 && cpuAfter > cpuBefore, "\(cpuBefore) then \(cpuAfter)")
+        #expect(afterUpdate.text.contains("# TYPE process_cpu_seconds_total counter"), "\(afterUpdate)")
+        #expect((afterUpdate.value("process_resident_memory_bytes") ?? 0) > 4_000_000, "\(afterUpdate)")
 
         // A refusal: Dice-Auth rejects the rogue device, which gets nothing.
         let rogue = try await DeviceSimulator.run(port: agent.port, attestation: "rogue-device.der")
