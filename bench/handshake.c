@@ -19,6 +19,14 @@
  *   handshakes=N server_cpu_us=X wall_us=Y
  *
  * both per handshake. A warm-up handshake is left out of the figures.
+ *
+ * With `--update PORT --image FILE --device-cert DER` (TCP only), each connection is instead
+ * the least a server must do for one update, with nothing of the agent's: after the handshake
+ * it reads the device's DER certificate (framed by its header), asks the Dice-Auth compatible
+ * verifier on 127.0.0.1:PORT over a new connection (one blocking HTTP/1.1 POST of the PEM, raw
+ * sockets, an answer of 200 wanted), writes the image from memory in 16 KiB records, sends
+ * close_notify and its FIN, and waits for the client's close. The client sends the certificate
+ * and checks it got the image's size. That is the floor under the agent's CPU per update.
  */
 #define _GNU_SOURCE
 
@@ -72,7 +80,20 @@ struct client_job {
     int socket_pipe[2];
     int failures;
     uint16_t port;
+    /* --update: what the client sends, and how much it must receive */
+    const unsigned char *device_der;
+    size_t device_der_size;
+    size_t image_size;
 };
+
+/* What a server needs for --update. */
+struct update_plan {
+    uint16_t verifier_port;
+    const unsigned char *image;
+    size_t image_size;
+};
+
+#define MAX_DER 4096
 
 static double seconds_of(clockid_t clock)
 {
@@ -144,6 +165,31 @@ static int connect_loopback(uint16_t port)
     return fd;
 }
 
+/* --update, the device's side: its certificate out, then the image in, to the close. */
+static bool client_update(mbedtls_ssl_context *ssl, const struct client_job *job)
+{
+    size_t sent = 0;
+    while (sent < job->device_der_size) {
+        int written = mbedtls_ssl_write(ssl, job->device_der + sent, job->device_der_size - sent);
+        if (written <= 0) {
+            return false;
+        }
+        sent += (size_t)written;
+    }
+    unsigned char buffer[16384];
+    size_t received = 0;
+    for (;;) {
+        int got = mbedtls_ssl_read(ssl, buffer, sizeof buffer);
+        if (got > 0) {
+            received += (size_t)got;
+        } else if (got == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || got == 0) {
+            return received == job->image_size;
+        } else {
+            return false;
+        }
+    }
+}
+
 static void *client_thread(void *argument)
 {
     struct client_job *job = argument;
@@ -163,6 +209,8 @@ static void *client_thread(void *argument)
                   mbedtls_ssl_set_hostname(&ssl, "ota-agent") == 0;
         mbedtls_ssl_set_bio(&ssl, &net, mbedtls_net_send, mbedtls_net_recv, NULL);
         if (!ok || mbedtls_ssl_handshake(&ssl) != 0) {
+            job->failures++;
+        } else if (job->device_der != NULL && !client_update(&ssl, job)) {
             job->failures++;
         }
         mbedtls_ssl_free(&ssl);
@@ -240,16 +288,43 @@ static long ask_prompt_ack(BIO *bio, int operation, const char *data, size_t len
     return result;
 }
 
-static bool serve_one(void *server, int fd)
+/* The server's side of one connection: an SSL, on a blocking socket. */
+static void *session_start(void *server, int fd)
 {
     SSL *ssl = SSL_new(server);
-    bool ok = ssl != NULL && SSL_set_fd(ssl, fd) == 1;
-    if (ok) {
-        BIO_set_callback_ex(SSL_get_rbio(ssl), ask_prompt_ack);
-        ok = SSL_accept(ssl) == 1;
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        return NULL;
     }
-    SSL_free(ssl);
-    return ok;
+    BIO_set_callback_ex(SSL_get_rbio(ssl), ask_prompt_ack);
+    return ssl;
+}
+
+static bool session_handshake(void *session)
+{
+    return SSL_accept(session) == 1;
+}
+
+static long session_read(void *session, unsigned char *buffer, size_t length)
+{
+    size_t got = 0;
+    return SSL_read_ex(session, buffer, length, &got) == 1 ? (long)got : -1;
+}
+
+static bool session_write(void *session, const unsigned char *data, size_t length)
+{
+    size_t written = 0;
+    return SSL_write_ex(session, data, length, &written) == 1 && written == length;
+}
+
+static void session_close_notify(void *session)
+{
+    (void)SSL_shutdown(session);
+}
+
+static void session_end(void *session)
+{
+    SSL_free(session);
 }
 
 #else /* BENCH_SERVER_MBEDTLS */
@@ -315,20 +390,194 @@ static int receive_prompt_ack(void *context, unsigned char *buffer, size_t lengt
     return mbedtls_net_recv(context, buffer, length);
 }
 
-static bool serve_one(void *server, int fd)
+/* The server's side of one connection: an mbedTLS context on a blocking socket. */
+struct server_session {
+    mbedtls_ssl_context ssl;
+    mbedtls_net_context net;
+};
+
+static void *session_start(void *server, int fd)
 {
     struct mbedtls_side *side = server;
-    mbedtls_ssl_context ssl;
-    mbedtls_net_context net = {.fd = fd};
-    mbedtls_ssl_init(&ssl);
-    bool ok = mbedtls_ssl_setup(&ssl, &side->config) == 0;
-    mbedtls_ssl_set_bio(&ssl, &net, mbedtls_net_send, receive_prompt_ack, NULL);
-    ok = ok && mbedtls_ssl_handshake(&ssl) == 0;
-    mbedtls_ssl_free(&ssl);
-    return ok;
+    struct server_session *session = calloc(1, sizeof *session);
+    if (session == NULL) {
+        return NULL;
+    }
+    session->net.fd = fd;
+    mbedtls_ssl_init(&session->ssl);
+    if (mbedtls_ssl_setup(&session->ssl, &side->config) != 0) {
+        mbedtls_ssl_free(&session->ssl);
+        free(session);
+        return NULL;
+    }
+    mbedtls_ssl_set_bio(&session->ssl, &session->net, mbedtls_net_send, receive_prompt_ack, NULL);
+    return session;
+}
+
+static bool session_handshake(void *session)
+{
+    return mbedtls_ssl_handshake(&((struct server_session *)session)->ssl) == 0;
+}
+
+static long session_read(void *session, unsigned char *buffer, size_t length)
+{
+    int got = mbedtls_ssl_read(&((struct server_session *)session)->ssl, buffer, length);
+    return got > 0 ? got : -1;
+}
+
+static bool session_write(void *session, const unsigned char *data, size_t length)
+{
+    for (size_t done = 0; done < length;) {
+        int written = mbedtls_ssl_write(&((struct server_session *)session)->ssl, data + done,
+                                        length - done);
+        if (written <= 0) {
+            return false;
+        }
+        done += (size_t)written;
+    }
+    return true;
+}
+
+static void session_close_notify(void *session)
+{
+    (void)mbedtls_ssl_close_notify(&((struct server_session *)session)->ssl);
+}
+
+static void session_end(void *session)
+{
+    if (session != NULL) {
+        mbedtls_ssl_free(&((struct server_session *)session)->ssl);
+        free(session);
+    }
 }
 
 #endif
+
+/* A bare handshake: the session set up, the handshake, the session freed. */
+static bool serve_one(void *server, int fd)
+{
+    void *session = session_start(server, fd);
+    bool ok = session != NULL && session_handshake(session);
+    session_end(session);
+    return ok;
+}
+
+static bool write_all(int fd, const char *data, size_t length)
+{
+    for (size_t done = 0; done < length;) {
+        ssize_t written = write(fd, data + done, length - done);
+        if (written <= 0) {
+            return false;
+        }
+        done += (size_t)written;
+    }
+    return true;
+}
+
+/* `der` as a PEM certificate (base64 in lines of 64), as the agent posts it; its length. */
+static size_t pem_of(const unsigned char *der, size_t length, char *pem)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t used = (size_t)sprintf(pem, "-----BEGIN CERTIFICATE-----\n");
+    size_t line = 0;
+    for (size_t index = 0; index < length; index += 3) {
+        unsigned long group = (unsigned long)der[index] << 16;
+        size_t present = length - index < 3 ? length - index : 3;
+        if (present > 1) {
+            group |= (unsigned long)der[index + 1] << 8;
+        }
+        if (present > 2) {
+            group |= der[index + 2];
+        }
+        for (size_t digit = 0; digit < 4; digit++) {
+            pem[used++] = digit <= present ? alphabet[(group >> (18 - 6 * digit)) & 63] : '=';
+        }
+        line += 4;
+        if (line == 64) {
+            pem[used++] = '\n';
+            line = 0;
+        }
+    }
+    if (line != 0) {
+        pem[used++] = '\n';
+    }
+    used += (size_t)sprintf(pem + used, "-----END CERTIFICATE-----\n");
+    return used;
+}
+
+/* One POST of the certificate to the verifier over a new connection; true for a 200. */
+static bool ask_dice_auth(uint16_t port, const unsigned char *der, size_t length)
+{
+    char pem[2 * MAX_DER + 128];
+    size_t pem_length = pem_of(der, length, pem);
+    char request[sizeof pem + 256];
+    int head = snprintf(request, sizeof request,
+                        "POST /verify HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
+                        "Content-Type: text/plain\r\nContent-Length: %zu\r\n\r\n",
+                        (unsigned)port, pem_length);
+    memcpy(request + head, pem, pem_length);
+
+    int fd = connect_loopback(port);
+    if (fd < 0) {
+        return false;
+    }
+    no_delay(fd);
+    bool ok = write_all(fd, request, (size_t)head + pem_length);
+    char answer[1024];
+    size_t got = 0;
+    ssize_t count;
+    while (ok && got < sizeof answer - 1 && (count = read(fd, answer + got,
+                                                          sizeof answer - 1 - got)) > 0) {
+        got += (size_t)count;
+    }
+    answer[got] = '\0';
+    close(fd);
+    return ok && strncmp(answer, "HTTP/1.1 200 ", 13) == 0;
+}
+
+static bool read_exactly(void *session, unsigned char *buffer, size_t length)
+{
+    for (size_t done = 0; done < length;) {
+        long got = session_read(session, buffer + done, length - done);
+        if (got <= 0) {
+            return false;
+        }
+        done += (size_t)got;
+    }
+    return true;
+}
+
+/* --update: the least a server does for one update (see the top of this file). */
+static bool serve_update(void *server, int fd, const struct update_plan *plan)
+{
+    void *session = session_start(server, fd);
+    bool ok = session != NULL && session_handshake(session);
+
+    /* Any real certificate starts 30 82 HH LL: a SEQUENCE with a two-byte length. */
+    unsigned char der[MAX_DER];
+    size_t der_length = 0;
+    ok = ok && read_exactly(session, der, 4) && der[0] == 0x30 && der[1] == 0x82;
+    if (ok) {
+        der_length = 4 + ((size_t)der[2] << 8 | der[3]);
+        ok = der_length <= MAX_DER && read_exactly(session, der + 4, der_length - 4);
+    }
+    ok = ok && ask_dice_auth(plan->verifier_port, der, der_length);
+
+    for (size_t offset = 0; ok && offset < plan->image_size; offset += 16384) {
+        size_t left = plan->image_size - offset;
+        ok = session_write(session, plan->image + offset, left < 16384 ? left : 16384);
+    }
+    if (ok) {
+        session_close_notify(session);
+        shutdown(fd, SHUT_WR);
+        char drain[512];
+        while (read(fd, drain, sizeof drain) > 0) {
+        }
+    }
+    session_end(session);
+    return ok;
+}
 
 /*
  * One handshake on a fresh socketpair; the client end goes to the client thread. Only the
@@ -357,7 +606,8 @@ static bool handshake_once(void *server, struct client_job *job, double *cpu)
  * One handshake over loopback TCP, as a server does it: accept, handshake, close. The kernel's
  * work for the connection (accept, the server's segments, the close) is in the server's time.
  */
-static bool handshake_once_tcp(void *server, struct client_job *job, int listener, double *cpu)
+static bool handshake_once_tcp(void *server, struct client_job *job, int listener,
+                               const struct update_plan *plan, double *cpu)
 {
     /* Asking the client thread to connect is plumbing too: it stays out of `*cpu`. */
     int ask = OTA_BENCH_CONNECT;
@@ -370,7 +620,7 @@ static bool handshake_once_tcp(void *server, struct client_job *job, int listene
         return false;
     }
     no_delay(fd);
-    bool ok = serve_one(server, fd);
+    bool ok = plan != NULL ? serve_update(server, fd, plan) : serve_one(server, fd);
     close(fd);
     *cpu += seconds_of(CLOCK_THREAD_CPUTIME_ID) - start;
     return ok;
@@ -394,11 +644,29 @@ static int listen_loopback(uint16_t *port)
     return fd;
 }
 
-static bool parse_options(int argc, char **argv, const char **certificate, const char **key,
-                          long *count, bool *tcp)
+struct options {
+    const char *certificate;
+    const char *key;
+    long count;
+    bool tcp;
+    long verifier_port; /* --update; 0 without */
+    const char *image;
+    const char *device_cert;
+};
+
+static bool parse_options(int argc, char **argv, struct options *options)
 {
+    const char **certificate = &options->certificate, **key = &options->key;
+    long *count = &options->count;
+    bool *tcp = &options->tcp;
     for (int index = 1; index + 1 < argc; index += 2) {
-        if (strcmp(argv[index], "--cert") == 0) {
+        if (strcmp(argv[index], "--update") == 0) {
+            options->verifier_port = atol(argv[index + 1]);
+        } else if (strcmp(argv[index], "--image") == 0) {
+            options->image = argv[index + 1];
+        } else if (strcmp(argv[index], "--device-cert") == 0) {
+            options->device_cert = argv[index + 1];
+        } else if (strcmp(argv[index], "--cert") == 0) {
             *certificate = argv[index + 1];
         } else if (strcmp(argv[index], "--key") == 0) {
             *key = argv[index + 1];
@@ -413,21 +681,60 @@ static bool parse_options(int argc, char **argv, const char **certificate, const
             return false;
         }
     }
-    return argc % 2 == 1 && *certificate != NULL && *key != NULL && *count > 0;
+    bool update = options->verifier_port != 0;
+    bool update_complete = options->verifier_port > 0 && options->verifier_port < 65536 &&
+                           options->image != NULL && options->device_cert != NULL && *tcp;
+    return argc % 2 == 1 && *certificate != NULL && *key != NULL && *count > 0 &&
+           (update ? update_complete : options->image == NULL && options->device_cert == NULL);
+}
+
+/* A whole small file into a new buffer; NULL when it cannot be read. */
+static unsigned char *load(const char *path, size_t *size)
+{
+    FILE *file = fopen(path, "rb");
+    if (file == NULL) {
+        return NULL;
+    }
+    unsigned char *data = NULL;
+    if (fseek(file, 0, SEEK_END) == 0) {
+        long length = ftell(file);
+        data = length > 0 ? malloc((size_t)length) : NULL;
+        if (data != NULL && (fseek(file, 0, SEEK_SET) != 0 ||
+                             fread(data, 1, (size_t)length, file) != (size_t)length)) {
+            free(data);
+            data = NULL;
+        }
+        *size = length > 0 ? (size_t)length : 0;
+    }
+    fclose(file);
+    return data;
 }
 
 int main(int argc, char **argv)
 {
-    const char *certificate_path = NULL;
-    const char *key_path = NULL;
-    long count = 0;
-    bool tcp = false;
-    if (!parse_options(argc, argv, &certificate_path, &key_path, &count, &tcp)) {
-        fputs("usage: handshake --cert PEM --key PEM --count N [--transport socketpair|tcp]\n",
+    struct options options = {0};
+    if (!parse_options(argc, argv, &options)) {
+        fputs("usage: handshake --cert PEM --key PEM --count N [--transport socketpair|tcp]\n"
+              "         [--update VERIFIER_PORT --image FILE --device-cert DER] (tcp only)\n",
               stderr);
         return 2;
     }
+    const char *certificate_path = options.certificate;
+    const char *key_path = options.key;
+    long count = options.count;
+    bool tcp = options.tcp;
     static struct client_job job;
+    struct update_plan plan = {.verifier_port = (uint16_t)options.verifier_port};
+    if (options.verifier_port != 0) {
+        plan.image = load(options.image, &plan.image_size);
+        job.device_der = load(options.device_cert, &job.device_der_size);
+        job.image_size = plan.image_size;
+        if (plan.image == NULL || job.device_der == NULL) {
+            fputs("handshake: cannot read the image or the device certificate\n", stderr);
+            return 1;
+        }
+    }
+    const struct update_plan *update = options.verifier_port != 0 ? &plan : NULL;
     void *server = make_server(certificate_path, key_path);
     int listener = tcp ? listen_loopback(&job.port) : -1;
     if (server == NULL || !configure_client(&job.side, certificate_path) ||
@@ -443,12 +750,12 @@ int main(int argc, char **argv)
 
     /* The first handshake is a warm-up: lazy initialisation stays out of the figures. */
     double cpu = 0;
-    bool ok = tcp ? handshake_once_tcp(server, &job, listener, &cpu)
+    bool ok = tcp ? handshake_once_tcp(server, &job, listener, update, &cpu)
                   : handshake_once(server, &job, &cpu);
     cpu = 0;
     double wall_start = seconds_of(CLOCK_MONOTONIC);
     for (long done = 0; done < count && ok; done++) {
-        ok = tcp ? handshake_once_tcp(server, &job, listener, &cpu)
+        ok = tcp ? handshake_once_tcp(server, &job, listener, update, &cpu)
                  : handshake_once(server, &job, &cpu);
     }
     double wall = seconds_of(CLOCK_MONOTONIC) - wall_start;
