@@ -312,7 +312,7 @@ public enum ConfigurationParser {
         deadlines.transfer = try values.duration("--transfer-timeout") ?? deadlines.transfer
         deadlines.close = try values.duration("--close-timeout") ?? deadlines.close
         if let scale = values.string("--deadline-scale") {
-            guard let factor = Double(scale), factor > 0, factor <= 1000 else {
+            guard let factor = SettingValues.decimal(scale), factor > 0, factor <= 1000 else {
                 throw .configuration("\(values.name(of: "--deadline-scale")): \(quoted(scale)) is not a "
                     + "factor greater than 0 and at most 1000")
             }
@@ -392,6 +392,23 @@ struct SettingValues {
     let environment: [String: String]
 
     static func trimmed(_ text: String) -> String { text.trimmingCharacters(in: .whitespacesAndNewlines) }
+
+    /// A plain decimal number as people write seconds or a factor ("2", "0.5", ".25", "3."):
+    /// digits and at most one point, nothing else. Swift's Double(_:) would also take "0x10"
+    /// (16), "1e-300" and "inf", which nobody means here.
+    static func decimal(_ text: String) -> Double? {
+        var digits = 0
+        var points = 0
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digits += 1
+            case UInt8(ascii: "."): points += 1
+            default: return nil
+            }
+        }
+        guard digits > 0, points <= 1 else { return nil }
+        return Double(text)
+    }
 
     private func setting(_ flag: String) -> ConfigurationParser.Setting {
         ConfigurationParser.settings.first { $0.flag == flag }!
@@ -537,7 +554,7 @@ struct SettingValues {
 
     func duration(_ flag: String, allowingZero: Bool = false) throws(AgentError) -> Duration? {
         guard let text = string(flag) else { return nil }
-        guard let seconds = Double(text), seconds.isFinite, seconds > 0 || (allowingZero && seconds == 0),
+        guard let seconds = Self.decimal(text), seconds > 0 || (allowingZero && seconds == 0),
               seconds <= 31_536_000 else {
             throw .configuration("\(name(of: flag)): \(quoted(text)) is not a number of seconds "
                 + "\(allowingZero ? "from 0" : "greater than 0") and at most 31536000 (a year)")

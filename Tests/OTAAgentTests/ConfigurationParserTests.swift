@@ -240,6 +240,21 @@ struct ConfigurationParserTests {
         #expect(parsed.deadlines.close == .milliseconds(1250))
     }
 
+    @Test("durations and the deadline scale are plain decimals: no hex, exponent, sign or infinity",
+          arguments: ["0x10", "1e-300", "1E3", "+5", "-0", "inf", "nan", "1.2.3", ".", "5s", "0x1p3"])
+    func notPlainDecimals(text: String) {
+        for flag in ["--handshake-timeout", "--timeout", "--progress-interval", "--deadline-scale"] {
+            var environment = requiredEnvironment
+            environment["OTA_MODE"] = "serve"
+            let error = #expect(throws: AgentError.self) {
+                _ = try configuration([flag, text], environment: environment)
+            }
+            #expect(error?.kind == .configuration && error?.message.contains(flag) == true, "\(flag) \(text)")
+        }
+        #expect(SettingValues.decimal(".25") == 0.25 && SettingValues.decimal("3.") == 3
+                && SettingValues.decimal("007") == 7)
+    }
+
     @Test("--deadline-scale 2 doubles every deadline, default or given")
     func deadlineScale() throws {
         let scaled = try configuration(["--deadline-scale", "2", "--handshake-timeout", "2.5"]).deadlines
