@@ -177,7 +177,7 @@ public enum ConfigurationParser {
             throw .configuration("unknown option \(quoted(argument)) (see --help)")
         }
         guard let value = inlineValue ?? next else {
-            throw .configuration("option \(flag) needs a value")
+            throw .configuration("option \(flag) needs a value (leave the option out for its default)")
         }
         // "--result-file --require-proof" forgot a value; taking the next option as one would
         // also drop that option.
