@@ -3,6 +3,9 @@
  */
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +62,14 @@ void
 ota_thread_done(void)
 {
     ota_tls_thread_done();
+}
+
+void
+ota_heap_trim(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }
 
 const char *

@@ -80,10 +80,14 @@ final class SessionWorkers: @unchecked Sendable {
 
         // The TLS library's per-thread state goes with the thread, before it counts as ended.
         ota_thread_done()
-        condition.withLock {
+        let last = condition.withLock {
             threads -= 1
             condition.broadcast()
+            return threads == 0
         }
+        // The last worker ended: no session has run for `idleLimit`. A burst of devices left
+        // its freed memory in the threads' malloc arenas; give it back now, once.
+        if last { ota_heap_trim() }
     }
 
     /// The next job handed to this worker, or nil when the worker should end: closed, enough

@@ -119,13 +119,14 @@ struct LifecycleTests {
     /// A second stop cancels a Dice-Auth call in flight: the device failed (the agent stopped),
     /// it was not refused (nothing was judged).
     @Test func aDiceAuthCallCancelledByTheStopIsAFailure() async throws {
-        let testbed = try await Testbed.start(verifierOptions: ["--delay-ms", "5000"],
+        let testbed = try await Testbed.start(verifierOptions: ["--delay-ms", "20000"],
                                               settings: ["OTA_MODE": "serve", "OTA_LOG_LEVEL": "debug"])
         defer { testbed.stop() }
         let agent = testbed.agent
         async let device = DeviceSimulator.run(port: agent.port, within: .seconds(30))
         // The device sends its certificate right after the handshake; the verifier then holds
-        // the agent's request for 5 s, well past this pause.
+        // the agent's request for 20 s, well past this pause even on a loaded machine (with
+        // 5 s, a busy test run once took that long to send the signals).
         _ = await agent.waitForLog("handshake")
         try await Task.sleep(for: .milliseconds(500))
 

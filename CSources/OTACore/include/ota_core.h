@@ -112,6 +112,14 @@ int ota_backend_supports_proof(void);
  */
 void ota_thread_done(void);
 
+/*
+ * Gives the heap's free pages back to the system (glibc's malloc_trim). After a burst of
+ * connections, freed memory otherwise stays in the process, in every thread's arena; a
+ * long-running server calls this once it has gone idle. Costs a walk of the heap: not per
+ * connection. Does nothing where the C library has no such call.
+ */
+void ota_heap_trim(void);
+
 /* ---- logging ------------------------------------------------------------------------------ */
 
 typedef enum ota_log_level {
