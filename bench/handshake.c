@@ -22,9 +22,9 @@
  *
  * With `--update PORT --image FILE --device-cert DER` (TCP only), each connection is instead
  * the least a server must do for one update, with nothing of the agent's: after the handshake
- * it reads the device's DER certificate (framed by its header), asks the Dice-Auth compatible
- * verifier on 127.0.0.1:PORT over a new connection (one blocking HTTP/1.1 POST of the PEM, raw
- * sockets, an answer of 200 wanted), writes the image from memory in 16 KiB records, sends
+ * it reads the device's DER certificate (framed by its header, with the core's der.c), asks the
+ * Dice-Auth compatible verifier on 127.0.0.1:PORT over a new connection (one blocking HTTP/1.1
+ * POST of the PEM, raw sockets, an answer of 200 wanted), writes the image from memory in 16 KiB records, sends
  * close_notify and its FIN, and waits for the client's close. The client sends the certificate
  * and checks it got the image's size. That is the floor under the agent's CPU per update.
  */
@@ -49,7 +49,10 @@
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/x509_crt.h>
 
-/* The agent's suites and groups in its order, by path so that scripts/bench's cc needs no -I. */
+/* The agent's suites and groups in its order, by path so that scripts/bench's cc needs no -I;
+ * and the core's certificate framing and PEM (der.c, built beside this file by scripts/bench),
+ * so that the --update floor frames and posts the certificate exactly as the agent does. */
+#include "../CSources/OTACore/include/ota_core.h"
 #include "../CSources/OTACore/tls_policy.h"
 
 #if defined(BENCH_SERVER_OPENSSL) == defined(BENCH_SERVER_MBEDTLS)
@@ -93,7 +96,6 @@ struct update_plan {
     size_t image_size;
 };
 
-#define MAX_DER 4096
 
 static double seconds_of(clockid_t clock)
 {
@@ -474,43 +476,14 @@ static bool write_all(int fd, const char *data, size_t length)
     return true;
 }
 
-/* `der` as a PEM certificate (base64 in lines of 64), as the agent posts it; its length. */
-static size_t pem_of(const unsigned char *der, size_t length, char *pem)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t used = (size_t)sprintf(pem, "-----BEGIN CERTIFICATE-----\n");
-    size_t line = 0;
-    for (size_t index = 0; index < length; index += 3) {
-        unsigned long group = (unsigned long)der[index] << 16;
-        size_t present = length - index < 3 ? length - index : 3;
-        if (present > 1) {
-            group |= (unsigned long)der[index + 1] << 8;
-        }
-        if (present > 2) {
-            group |= der[index + 2];
-        }
-        for (size_t digit = 0; digit < 4; digit++) {
-            pem[used++] = digit <= present ? alphabet[(group >> (18 - 6 * digit)) & 63] : '=';
-        }
-        line += 4;
-        if (line == 64) {
-            pem[used++] = '\n';
-            line = 0;
-        }
-    }
-    if (line != 0) {
-        pem[used++] = '\n';
-    }
-    used += (size_t)sprintf(pem + used, "-----END CERTIFICATE-----\n");
-    return used;
-}
-
 /* One POST of the certificate to the verifier over a new connection; true for a 200. */
 static bool ask_dice_auth(uint16_t port, const unsigned char *der, size_t length)
 {
-    char pem[2 * MAX_DER + 128];
-    size_t pem_length = pem_of(der, length, pem);
+    char pem[OTA_DER_MAX_LENGTH * 2];
+    size_t pem_length = 0;
+    if (ota_der_to_pem(der, length, pem, sizeof pem, &pem_length) != OTA_OK) {
+        return false;
+    }
     char request[sizeof pem + 256];
     int head = snprintf(request, sizeof request,
                         "POST /verify HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
@@ -536,16 +509,23 @@ static bool ask_dice_auth(uint16_t port, const unsigned char *der, size_t length
     return ok && strncmp(answer, "HTTP/1.1 200 ", 13) == 0;
 }
 
-static bool read_exactly(void *session, unsigned char *buffer, size_t length)
+/* The device's certificate, framed by its DER header as the agent frames it (conn.c): read no
+ * further than the framing asks. Its length, or 0. */
+static size_t read_certificate(void *session, unsigned char *der)
 {
-    for (size_t done = 0; done < length;) {
-        long got = session_read(session, buffer + done, length - done);
-        if (got <= 0) {
-            return false;
+    size_t filled = 0;
+    for (;;) {
+        size_t needed = 0;
+        ota_der_state state = ota_der_frame(der, filled, OTA_DER_MAX_LENGTH, &needed, NULL);
+        if (state != OTA_DER_NEED_MORE) {
+            return state == OTA_DER_COMPLETE ? filled : 0;
         }
-        done += (size_t)got;
+        long got = session_read(session, der + filled, needed - filled);
+        if (got <= 0) {
+            return 0;
+        }
+        filled += (size_t)got;
     }
-    return true;
 }
 
 /* --update: the least a server does for one update (see the top of this file). */
@@ -554,15 +534,9 @@ static bool serve_update(void *server, int fd, const struct update_plan *plan)
     void *session = session_start(server, fd);
     bool ok = session != NULL && session_handshake(session);
 
-    /* Any real certificate starts 30 82 HH LL: a SEQUENCE with a two-byte length. */
-    unsigned char der[MAX_DER];
-    size_t der_length = 0;
-    ok = ok && read_exactly(session, der, 4) && der[0] == 0x30 && der[1] == 0x82;
-    if (ok) {
-        der_length = 4 + ((size_t)der[2] << 8 | der[3]);
-        ok = der_length <= MAX_DER && read_exactly(session, der + 4, der_length - 4);
-    }
-    ok = ok && ask_dice_auth(plan->verifier_port, der, der_length);
+    unsigned char der[OTA_DER_MAX_LENGTH];
+    size_t der_length = ok ? read_certificate(session, der) : 0;
+    ok = der_length > 0 && ask_dice_auth(plan->verifier_port, der, der_length);
 
     for (size_t offset = 0; ok && offset < plan->image_size; offset += 16384) {
         size_t left = plan->image_size - offset;

@@ -283,11 +283,12 @@ static int read_from_http(SSL *ssl, const char *path, unsigned char *buffer, str
 
 static void print_report(const struct body *body, double request_sent, double cpu)
 {
+    printf("bytes=%llu seconds=%.6f first_byte_ms=%.3f cpu_seconds=%.3f ",
+           (unsigned long long)body->bytes, body->last_byte - body->first_byte,
+           (body->first_byte - request_sent) * 1e3, cpu);
     if (body->digest == NULL) {
         bool whole = !body->differs && body->bytes == body->expected_size;
-        printf("bytes=%llu seconds=%.6f first_byte_ms=%.3f cpu_seconds=%.3f matches=%s\n",
-               (unsigned long long)body->bytes, body->last_byte - body->first_byte,
-               (body->first_byte - request_sent) * 1e3, cpu, whole ? "yes" : "no");
+        printf("matches=%s\n", whole ? "yes" : "no");
         return;
     }
     unsigned char digest[EVP_MAX_MD_SIZE];
@@ -297,9 +298,7 @@ static void print_report(const struct body *body, double request_sent, double cp
     for (unsigned int index = 0; index < digest_length; index++) {
         snprintf(hex + 2 * index, 3, "%02x", digest[index]);
     }
-    printf("bytes=%llu seconds=%.6f first_byte_ms=%.3f cpu_seconds=%.3f sha256=%s\n",
-           (unsigned long long)body->bytes, body->last_byte - body->first_byte,
-           (body->first_byte - request_sent) * 1e3, cpu, hex);
+    printf("sha256=%s\n", hex);
 }
 
 /* --expect: the file to compare the body with, mapped read-only (never unmapped: the process
