@@ -569,9 +569,7 @@ func quoted(_ text: String) -> String {
     let limit = 256
     var shown = ""
     for scalar in text.unicodeScalars.prefix(limit) {
-        let value = scalar.value
-        shown += value < 0x20 || (0x7f...0x9f).contains(value)
-            ? "\\u{" + String(value, radix: 16) + "}" : String(scalar)
+        shown += Logger.isControl(scalar) ? "\\u{" + String(scalar.value, radix: 16) + "}" : String(scalar)
     }
     let count = text.unicodeScalars.count
     return "'" + shown + (count > limit ? "...' (\(count) characters)" : "'")

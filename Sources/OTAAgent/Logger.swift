@@ -139,7 +139,10 @@ public final class Logger: @unchecked Sendable {
     private static func textLine(_ level: LogLevel, _ event: String, _ fields: [LogField]) -> String {
         var line = timestamp()
         line.reserveCapacity(256)
-        for part in [" ", level.name, " ", event] { line += part }
+        line += " "
+        line += level.name
+        line += " "
+        line += event
         for field in fields {
             line += " "
             line += field.key
@@ -204,7 +207,7 @@ public final class Logger: @unchecked Sendable {
 
     /// Unicode's control characters (general category Cc), by value: a property lookup per
     /// character costs more than the rest of a log line.
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+    static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
     }
 
